@@ -1,0 +1,207 @@
+"""Model zoo: parameter counts, independence, shared core, SA semantics, serialisation."""
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfsacnn import models
+from tfsacnn.layers import NeuronConv2D, Readout, SelfAttention2D
+
+
+def _images(b=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(b, 50, 50, 1)).astype("float32")
+
+
+def _randomize_bn(model, seed=0):
+    """Non-trivial BatchNorm statistics, so inference mode is a real test."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.3, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
+            layer.beta.assign(rng.normal(0, 0.2, c).astype("float32"))
+    for layer in model.layers:
+        if isinstance(layer, SelfAttention2D):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"))
+
+
+@pytest.mark.parametrize("name", sorted(models.PAPER_PARAM_COUNTS))
+def test_trainable_params_match_paper(name):
+    one = models.build(name)
+    assert models.count_trainable(one) == models.PAPER_PARAM_COUNTS[name]
+    five = models.build(name, n_neurons=5)
+    assert models.count_trainable(five) == 5 * models.PAPER_PARAM_COUNTS[name]
+    assert one.input_shape == (None, 50, 50, 1)
+    assert five.output_shape == (None, 5)
+
+
+def test_rf_sa_cnn_with_unused_value_convs_counts_26147():
+    # The paper's 26,147 for rf_sa_cnn counts the value/out convs it keeps but does not use.
+    m = models.build("rf_sa_cnn", attention="value_mapping")
+    assert models.count_trainable(m) == 26147
+
+
+@pytest.mark.parametrize("name", sorted(models.VARIANTS))
+@pytest.mark.parametrize("impl", ["map", "grouped"])
+def test_independent_core_equals_single_neuron_models(name, impl):
+    """Neuron i's weights in a 1-neuron model reproduce output column i exactly."""
+    n = 3
+    big = models.build(name, n_neurons=n, dropout=0.0, conv_implementation=impl)
+    _randomize_bn(big, seed=1)
+    x = _images()
+    # On CPU the grouped conv (the GPU path) only runs under XLA, so check it jit-compiled.
+    on_cpu = not tf.config.list_logical_devices("GPU")
+    run = tf.function(big, jit_compile=True) if impl == "grouped" and on_cpu else big
+    for training in (False, True):
+        y = np.asarray(run(x, training=training))
+        for i in range(n):
+            one = models.build(name, dropout=0.0)
+            models.set_neuron_weights(one, 0, models.neuron_weights(big, i))
+            yi = np.asarray(one(x, training=training))[:, 0]
+            np.testing.assert_allclose(yi, y[:, i], atol=1e-5, err_msg=f"{training=} {i=}")
+
+
+def test_neuron_weight_round_trip():
+    big = models.build("ff_sa_cnn", n_neurons=3)
+    w1 = models.neuron_weights(big, 1)
+    other = models.build("ff_sa_cnn", n_neurons=3)
+    models.set_neuron_weights(other, 2, w1)
+    w2 = models.neuron_weights(other, 2)
+    for layer, ws in w1.items():
+        for k, v in ws.items():
+            np.testing.assert_array_equal(v, w2[layer][k])
+    with pytest.raises(ValueError, match="shape"):
+        models.set_neuron_weights(models.build("ff_cnn", n_neurons=2), 0,
+                                  models.neuron_weights(models.build("ff_cnn", channels=8), 0))
+
+
+@pytest.mark.parametrize("name", ["ff_sa_cnn", "rf_cnn", "ff_sa_cnn_star_fc1"])
+def test_shared_core(name):
+    m = models.build(name, n_neurons=7, core="shared", channels=16)
+    assert m.output_shape == (None, 7)
+    conv = m.get_layer("alpha_cpb2_conv")
+    assert conv.kernel.shape == (5, 5, 16, 16)  # one core for all neurons
+    readout = m.get_layer("readout")
+    assert readout.shared_core and readout.n_neurons == 7
+    # Readout parameters grow per neuron, the core does not.
+    m2 = models.build(name, n_neurons=8, core="shared", channels=16)
+    per_neuron = models.count_trainable(m2) - models.count_trainable(m)
+    assert per_neuron == sum(int(np.prod(v.shape)) for v in readout.trainable_weights) // 7
+    y = m(_images(), training=False)
+    assert y.shape == (4, 7)
+
+
+def test_unknown_names_and_options_refused():
+    with pytest.raises(ValueError, match="unknown model"):
+        models.build("resnet")
+    with pytest.raises(ValueError, match="unknown model option"):
+        models.build("ff_cnn", chanels=3)
+    with pytest.raises(ValueError, match="core"):
+        models.build("ff_cnn", core="both")
+
+
+# ----------------------------------------------------------------------- SA semantics
+
+
+def test_sa_is_identity_when_gamma_is_zero():
+    sa = SelfAttention2D(n_neurons=2, value_mapping=True)
+    x = np.random.default_rng(0).normal(size=(3, 9, 9, 60)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(sa(x)), x)
+    sa2 = SelfAttention2D(n_neurons=2, value_mapping=False, num_heads=3)
+    np.testing.assert_array_equal(np.asarray(sa2(x)), x)
+
+
+def test_sa_single_position_without_value_mapping_scales_input():
+    """With one position the softmax is 1, so attended = x and out = (1 + gamma) x."""
+    sa = SelfAttention2D(n_neurons=2, value_mapping=False)
+    x = np.random.default_rng(1).normal(size=(4, 1, 1, 10)).astype("float32")
+    sa.build(x.shape)
+    sa.gamma.assign(np.array([0.5, -2.0], "float32"))
+    out, att = sa(x, return_attention=True)
+    expected = x.copy()
+    expected[..., :5] *= 1.5
+    expected[..., 5:] *= -1.0
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(att), 1.0)
+
+
+def test_sa_matches_paper_formula_without_scaling():
+    """out = gamma * Wo(softmax(q k^T) v) + x, no 1/sqrt(d), per neuron."""
+    rng = np.random.default_rng(2)
+    sa = SelfAttention2D(n_neurons=1, value_mapping=True)
+    x = rng.normal(size=(2, 3, 3, 6)).astype("float32")
+    sa.build(x.shape)
+    for v in sa.weights:
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+    out, att = sa(x, return_attention=True)
+    xp = x.reshape(2, 9, 6).astype("float64")
+    w = {k: np.asarray(getattr(sa, k))[0] for k in
+         ("query_kernel", "query_bias", "key_kernel", "key_bias", "value_kernel",
+          "value_bias", "output_kernel", "output_bias")}
+    q = xp @ w["query_kernel"] + w["query_bias"]
+    k = xp @ w["key_kernel"] + w["key_bias"]
+    e = q @ k.transpose(0, 2, 1)
+    a = np.exp(e - e.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    v = xp @ w["value_kernel"] + w["value_bias"]
+    ref = np.asarray(sa.gamma)[0] * ((a @ v) @ w["output_kernel"] + w["output_bias"]) + xp
+    np.testing.assert_allclose(np.asarray(att)[:, 0, 0], a, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out).reshape(2, 9, 6), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_attention_maps_and_heads():
+    m = models.build("ff_sa_cnn", n_neurons=2, num_heads=2)
+    att = np.asarray(models.attention_maps(m, _images(3)))
+    assert att.shape == (3, 2, 2, 81, 81)
+    np.testing.assert_allclose(att.sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ff_sa_cnn", "rf_cnn", "ff_sa_cnn_star_fc1"])
+def test_readout_contributions_sum_to_prediction(name):
+    m = models.build(name, n_neurons=3)
+    _randomize_bn(m)
+    x = _images()
+    parts = models.readout_contributions(m, x)
+    total = sum(np.asarray(v) for v in parts.values())
+    np.testing.assert_allclose(total, np.asarray(m(x, training=False)), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------- serialisation
+
+
+@pytest.mark.parametrize("layer", [
+    NeuronConv2D(4, 3, n_neurons=2, implementation="map", name="c"),
+    SelfAttention2D(n_neurons=2, key_dim=3, num_heads=2, value_mapping=False, name="s"),
+    Readout("fc1", n_neurons=3, shared_core=True, name="r"),
+])
+def test_layer_config_round_trip(layer):
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
+    m = models.build("ff_sa_cnn_star_fc1", n_neurons=2, num_heads=1)
+    _randomize_bn(m)
+    x = _images()
+    path = tmp_path / "m.keras"
+    m.save(path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.asarray(m(x, training=False)))
+    again = keras.saving.load_model(path)
+    np.testing.assert_allclose(np.asarray(again(x, training=False)),
+                               np.load(tmp_path / "y.npy"), atol=1e-6)
+    code = (
+        "import numpy as np, keras, tfsacnn.layers, sys\n"
+        f"m = keras.saving.load_model(r'{path}')\n"
+        f"x = np.load(r'{tmp_path / 'x.npy'}')\n"
+        f"y = np.asarray(m(x, training=False))\n"
+        f"np.testing.assert_allclose(y, np.load(r'{tmp_path / 'y.npy'}'), atol=1e-6)\n"
+        "print('OK', m.name)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "OK ff_sa_cnn_star_fc1" in out.stdout

@@ -1,0 +1,133 @@
+"""The simulated V1 site: real-like statistics, surround dependence, determinism, CLI.
+
+Run with `pytest -s tests/test_synthesize.py` to see the statistics table.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_prep import stimuli, v1_model
+from data_prep.synthesize import REAL_RANGES, response_statistics, statistics_summary, synthesize
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A small site with a 1000-image val set (stable statistics), written to disk."""
+    out = tmp_path_factory.mktemp("synth") / "site"
+    return synthesize(out, neurons=6, train=200, val=1000, repeats=10, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def site_val(site):
+    from tfsacnn.data import load_numpy
+    images, responses, repeats = load_numpy(site, "val", with_repeats=True)
+    return images[..., 0], responses, repeats
+
+
+def test_statistics_match_real_sample(real_sample, site_val):
+    _, syn, _ = site_val
+    real_s, syn_s = statistics_summary(real_sample), statistics_summary(syn)
+    real_n, syn_n = response_statistics(real_sample), response_statistics(syn)
+    print(f"\n{'median over neurons':<22}{'real M1S1 (10)':>16}{'synthetic (6)':>15}   required")
+    for k, (lo, hi) in REAL_RANGES.items():
+        print(f"{k:<22}{real_s[k]:>16.4g}{syn_s[k]:>15.4g}   [{lo:g}, {hi:g}]")
+    print(f"{'range over neurons':<22}")
+    for k in REAL_RANGES:
+        print(f"  {k:<20}{np.nanmin(real_n[k]):>8.3g}-{np.nanmax(real_n[k]):<7.3g}"
+              f"{np.nanmin(syn_n[k]):>8.3g}-{np.nanmax(syn_n[k]):<7.3g}")
+    for k, (lo, hi) in REAL_RANGES.items():
+        assert lo <= real_s[k] <= hi, f"real sample {k} median {real_s[k]} outside [{lo}, {hi}]"
+        assert lo <= syn_s[k] <= hi, f"synthetic {k} median {syn_s[k]} outside [{lo}, {hi}]"
+
+
+def test_ground_truth(site, site_val):
+    images, responses, repeats = site_val
+    gt = np.load(site / "ground_truth.npz")
+    params = v1_model.load_params(site / "ground_truth.npz")
+    n = responses.shape[1]
+    assert gt["has_surround"].dtype == bool and gt["has_surround"].sum() == round(0.7 * n)
+    assert (gt["surround_strength"][~gt["has_surround"]] == 0).all()
+    assert (gt["surround_strength"][gt["has_surround"]] > 0).all()
+    assert gt["val_noise_free"].shape == responses.shape
+    np.testing.assert_allclose(repeats.mean(1), responses, atol=1e-6)
+    # the saved parameters reproduce the saved noise-free responses
+    np.testing.assert_allclose(v1_model.responses(images, params), gt["val_noise_free"], atol=1e-5)
+    nc = gt["noise_ceiling"]
+    assert nc.shape == (n,) and np.all((nc > 0.3) & (nc <= 1))
+    ceiling_manual = [np.corrcoef(responses[:, j], gt["val_noise_free"][:, j])[0, 1] for j in range(n)]
+    np.testing.assert_allclose(nc, ceiling_manual, atol=1e-4)
+    assert np.all(gt["crf_only_corr"][~gt["has_surround"]] > 1 - 1e-9)
+
+
+def test_responses_depend_on_surround_only_where_they_should(site, site_val):
+    images = site_val[0][:300]
+    other = np.roll(images, 1, axis=0)            # surround pixels from another image
+    params = v1_model.load_params(site / "ground_truth.npz")
+    base = v1_model.responses(images, params) - params["baseline"]
+    masks = v1_model.crf_mask(params, images.shape[-1])
+    for j, has in enumerate(params["has_surround"]):
+        changed = np.where(masks[j], images, other)
+        assert (changed[:, masks[j]] == images[:, masks[j]]).all()
+        new = v1_model.responses(changed, params)[:, j] - params["baseline"][j]
+        if has:
+            drive = base[:, j] >= max(np.quantile(base[:, j], 0.9), 1e-9)
+            rel = np.abs(new[drive] - base[drive, j]) / base[drive, j]
+            assert drive.sum() >= 10 and rel.mean() > 0.1, (j, rel.mean())
+        else:
+            assert np.abs(new - base[:, j]).max() <= 1e-9, j
+
+
+def test_deterministic(tmp_path):
+    kw = dict(neurons=3, train=30, val=20, test=10, repeats=3, progress=False)
+    a = synthesize(tmp_path / "a", seed=3, **kw)
+    b = synthesize(tmp_path / "b", seed=3, **kw)
+    c = synthesize(tmp_path / "c", seed=4, **kw)
+    for f in ("train-00000-of-00001.tfrecord.gz", "val-00000-of-00001.tfrecord.gz",
+              "test-00000-of-00001.tfrecord.gz", "ground_truth.npz"):
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    assert (a / "val-00000-of-00001.tfrecord.gz").read_bytes() != (c / "val-00000-of-00001.tfrecord.gz").read_bytes()
+    with np.load(a / "ground_truth.npz") as g:
+        assert g["test_noise_free"].shape == (10, 3) and g["noise_ceiling_test"].shape == (3,)
+
+
+def test_real_images(tmp_path):
+    from PIL import Image
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i, im in enumerate(stimuli.natural_images(15, 64, np.random.default_rng(0))):
+        Image.fromarray((im * 255).astype(np.uint8)).save(d / f"img{i}.png")
+    out = synthesize(tmp_path / "s", neurons=2, train=10, val=5, repeats=2, size=32, images=d, progress=False)
+    assert (out / "image_index.csv").read_text().count("\n") == 16
+    from tfsacnn.errors import DataError
+    with pytest.raises(DataError, match="15 images"):
+        synthesize(tmp_path / "t", neurons=2, train=20, val=5, images=d, progress=False)
+
+
+def test_stimuli_are_natural_like():
+    imgs = stimuli.natural_images(200, 50, np.random.default_rng(0))
+    assert imgs.dtype == np.float32 and imgs.shape == (200, 50, 50)
+    assert imgs.min() >= 0 and imgs.max() <= 1
+    assert -3.0 < stimuli.power_spectrum_slope(imgs) < -1.5
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "data_prep.synthesize", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_help_and_errors(tmp_path):
+    r = _cli("--help")
+    assert r.returncode == 0 and "--surround-fraction" in r.stdout and "--images" in r.stdout
+    for bad in (["--out", str(tmp_path / "x"), "--neurons", "0"],
+                ["--out", str(tmp_path / "x"), "--surround-fraction", "1.5"],
+                ["--neurons", "3"],
+                ["--out", str(tmp_path), "--val", "10"]):          # exists, no --overwrite
+        r = _cli(*bad)
+        assert r.returncode == 2, (bad, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (bad, r.stderr)
+    assert not (tmp_path / "x").exists()

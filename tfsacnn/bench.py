@@ -1,0 +1,34 @@
+"""Benchmarks: `python -m tfsacnn.bench <subcommand>` (each prints one JSON line).
+
+    python -m tfsacnn.bench data     TFRecord write/read speed (tfsacnn.bench_data)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tfsacnn import bench_data
+
+    p = argparse.ArgumentParser(prog="python -m tfsacnn.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="TFRecord write/read speed", description=bench_data.__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_data.add_arguments(data)
+    data.set_defaults(run=bench_data.main)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args.run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

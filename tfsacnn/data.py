@@ -1,0 +1,235 @@
+"""Read datasets written by data_prep.writer: manifest validation + a vectorised tf.data reader.
+
+Examples (see docs/internals.md): `image` raw little-endian float32 (S,S), `response`
+float_list (n,), `repeats` float_list (R*n,) in splits with repeats.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tfsacnn.errors import ConfigError, DataError
+
+SCHEMA_VERSION = 1
+REQUIRED_KEYS = {"schema_version": int, "image_size": int, "n_neurons": int, "neuron_ids": list, "splits": dict}
+SHUFFLE_BUFFER = 8192          # examples (about 11 kB each at 50x50 + 300 neurons)
+READ_BUFFER = 4 << 20          # bytes of GZIP read buffer per shard
+_verified: dict = {}           # (path, size, mtime_ns) -> sha256, so a dataset is hashed once per process
+
+
+# --------------------------------------------------------------------------- manifest
+def read_manifest(directory) -> dict:
+    """Load and validate DIR/manifest.json; raise DataError naming the problem."""
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found (is {directory} a dataset directory?)")
+    try:
+        m = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(m, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    version = m.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise DataError(f"{path}: schema_version {version} is newer than this tfsacnn reads "
+                        f"({SCHEMA_VERSION}); upgrade tfsacnn")
+    for key, typ in REQUIRED_KEYS.items():
+        if not isinstance(m.get(key), typ) or isinstance(m.get(key), bool):
+            raise DataError(f"{path}: missing or invalid {key!r}")
+    if version != SCHEMA_VERSION:
+        raise DataError(f"{path}: unsupported schema_version {version!r}")
+    if len(m["neuron_ids"]) != m["n_neurons"] or m["image_size"] < 1 or m["n_neurons"] < 1:
+        raise DataError(f"{path}: neuron_ids / n_neurons / image_size are inconsistent")
+    for name, s in m["splits"].items():
+        try:
+            ok = (s["count"] == sum(int(sh["count"]) for sh in s["shards"])
+                  and all(isinstance(sh["file"], str) and "/" not in sh["file"] and len(sh["sha256"]) == 64
+                          for sh in s["shards"]))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok or (s.get("n_repeats") is not None and s["n_repeats"] < 1):
+            raise DataError(f"{path}: split {name!r} is malformed (count, shards or n_repeats)")
+    return m
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _shard_files(directory: Path, split_info: dict, verify: bool) -> list[str]:
+    """Paths of a split's shards; with verify, each must match its manifest sha256."""
+    files = []
+    for sh in split_info["shards"]:
+        path = directory / sh["file"]
+        if not path.is_file():
+            raise DataError(f"{path}: shard missing")
+        if verify:
+            st = path.stat()
+            key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+            if key not in _verified:
+                _verified[key] = _sha256(path)
+            if _verified[key] != sh["sha256"]:
+                raise DataError(f"{path}: sha256 mismatch (shard truncated or modified); rebuild the dataset")
+        files.append(str(path))
+    return files
+
+
+# --------------------------------------------------------------------------- neurons
+def parse_neurons(spec, n_total: int) -> list[int]:
+    """Neuron indices from None (all), an int, "0:64", "1,5,7", "0:10,20" or a list of ints."""
+    if spec is None:
+        return list(range(n_total))
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        parts = [int(spec)]
+    elif isinstance(spec, str):
+        parts = []
+        for tok in (t.strip() for t in spec.split(",")):
+            if ":" in tok:
+                try:
+                    bounds = [int(b) if b.strip() else None for b in tok.split(":")]
+                    parts.extend(range(n_total)[slice(*bounds)])
+                except (ValueError, TypeError):
+                    raise ConfigError(f"neurons: bad range {tok!r} (use e.g. '0:64')") from None
+            else:
+                try:
+                    parts.append(int(tok))
+                except ValueError:
+                    raise ConfigError(f"neurons: bad index {tok!r} in {spec!r}") from None
+    else:
+        try:
+            parts = [int(x) for x in spec]
+        except (TypeError, ValueError):
+            raise ConfigError(f"neurons: expected indices, got {spec!r}") from None
+    if not parts:
+        raise ConfigError(f"neurons: {spec!r} selects no neurons")
+    bad = [i for i in parts if not 0 <= i < n_total]
+    if bad:
+        raise ConfigError(f"neurons: index {bad[0]} out of range for {n_total} neurons")
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"neurons: {spec!r} repeats an index")
+    return parts
+
+
+# --------------------------------------------------------------------------- tf.data
+def _parser(size: int, n: int, neurons, n_repeats=None):
+    """Batch parser: serialized (B,) -> (images (B,S,S,1), responses (B,n')[, repeats (B,R,n')])."""
+    import tensorflow as tf
+
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "response": tf.io.FixedLenFeature([n], tf.float32)}
+    if n_repeats:
+        spec["repeats"] = tf.io.FixedLenFeature([n_repeats * n], tf.float32)
+    idx = None if neurons is None else tf.constant(neurons, tf.int32)
+
+    def parse(serialized):
+        f = tf.io.parse_example(serialized, spec)
+        images = tf.reshape(tf.io.decode_raw(f["image"], tf.float32, little_endian=True), [-1, size, size, 1])
+        responses = f["response"] if idx is None else tf.gather(f["response"], idx, axis=1)
+        if not n_repeats:
+            return images, responses
+        repeats = tf.reshape(f["repeats"], [-1, n_repeats, n])
+        return images, responses, (repeats if idx is None else tf.gather(repeats, idx, axis=2))
+
+    return parse
+
+
+def _records(files: list[str], shuffle: bool, seed: int, input_context):
+    """Serialized examples of the shards, sharded for `input_context` (by file when possible)."""
+    import tensorflow as tf
+
+    n_pipes = input_context.num_input_pipelines if input_context is not None else 1
+    pipe = input_context.input_pipeline_id if input_context is not None else 0
+    by_file = n_pipes > 1 and len(files) >= n_pipes
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if by_file:
+        ds = ds.shard(n_pipes, pipe)
+    n_files = len(files) // n_pipes if by_file else len(files)
+    if shuffle and n_files > 1:
+        # every pipeline must draw the same file order when sharding by example below
+        file_seed = seed if seed is not None or by_file or n_pipes == 1 else 0
+        ds = ds.shuffle(len(files), seed=file_seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP", buffer_size=READ_BUFFER),
+        cycle_length=max(1, min(n_files, os.cpu_count() or 1, 8)), block_length=16,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if n_pipes > 1 and not by_file:
+        ds = ds.shard(n_pipes, pipe)  # same seeded order on every pipeline -> disjoint parts
+    return ds
+
+
+def _dataset(directory, split, batch_size, *, shuffle, seed, repeat, neurons, verify, input_context,
+             drop_remainder, with_repeats):
+    import tensorflow as tf
+
+    directory = Path(directory)
+    m = read_manifest(directory)
+    if split not in m["splits"]:
+        raise DataError(f"{directory}: no split {split!r} (has: {', '.join(m['splits'])})")
+    info = m["splits"][split]
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size: must be >= 1, got {batch_size}")
+    files = _shard_files(directory, info, verify)
+    idx = None if neurons is None else parse_neurons(neurons, m["n_neurons"])
+    n_repeats = info.get("n_repeats") if with_repeats else None
+    ds = _records(files, shuffle, seed, input_context)
+    if shuffle:
+        ds = ds.shuffle(min(SHUFFLE_BUFFER, max(1, info["count"])), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    ds = ds.map(_parser(m["image_size"], m["n_neurons"], idx, n_repeats), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Already sharded for input_context; otherwise let tf.distribute shard by example (works with
+    # fewer shards than workers, where FILE sharding would fail).
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF if input_context is not None
+        else tf.data.experimental.AutoShardPolicy.DATA)
+    return ds.with_options(options)
+
+
+def load(directory, split, batch_size, shuffle=False, seed=0, repeat=False, neurons=None, verify=True,
+         input_context=None, drop_remainder=False):
+    """tf.data.Dataset of (images (B,S,S,1) float32, responses (B,n) float32).
+
+    neurons: parse_neurons spec (columns are gathered in that order). batch_size is the batch
+    this pipeline yields (with an input_context, pass the per-replica batch size).
+    input_context: tf.distribute.InputContext; shards by file when there are at least as
+    many shards as pipelines, else by example. Raises DataError on a bad manifest or shard.
+    """
+    return _dataset(directory, split, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, neurons=neurons,
+                    verify=verify, input_context=input_context, drop_remainder=drop_remainder, with_repeats=False)
+
+
+def load_numpy(directory, split, neurons=None, verify=True, with_repeats=False):
+    """Whole split in file order: (images (N,S,S,1), responses (N,n)[, repeats (N,R,n) or None]).
+
+    repeats is None when the split has none; NaN marks a missing trial.
+    """
+    import tensorflow as tf
+
+    ds = _dataset(directory, split, 1024, shuffle=False, seed=0, repeat=False, neurons=neurons, verify=verify,
+                  input_context=None, drop_remainder=False, with_repeats=with_repeats)
+    parts = []
+    try:
+        for batch in ds.as_numpy_iterator():
+            parts.append(batch)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        raise DataError(f"{directory}: split {split!r} could not be read ({e.message.splitlines()[0]})") from None
+    m = read_manifest(directory)
+    n = len(parse_neurons(neurons, m["n_neurons"]))
+    s = m["image_size"]
+    images = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, s, s, 1), np.float32)
+    responses = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, n), np.float32)
+    if not with_repeats:
+        return images, responses
+    has = m["splits"][split].get("n_repeats")
+    repeats = np.concatenate([p[2] for p in parts]) if has and parts else None
+    return images, responses, repeats
