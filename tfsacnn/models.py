@@ -44,7 +44,7 @@ PAPER_PARAM_COUNTS = {
 }
 
 DEFAULTS = dict(dropout=0.3, key_dim=5, value_dim=5, num_heads=1, image_size=IMAGE_SIZE,
-                conv_implementation="auto", seed=None)
+                conv_implementation="auto", seed=None, synchronized_bn=False)
 OPTIONS = set(DEFAULTS) | {"channels", "attention", "beta_kernel", "readout"}
 ATTENTION = (None, "value_mapping", "identity_value")
 BLOCKS = ("alpha_cpb1", "alpha_cpb2", "self_attention", "beta_cpb1", "beta_cpb2", "readout")
@@ -91,6 +91,7 @@ def build(name, n_neurons=1, core="independent", **overrides):
 
     def bn_act_drop(block, drop=True):
         out = [keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+                                               synchronized=o["synchronized_bn"],
                                                name=f"{block}_bn"),
                keras.layers.Activation("sigmoid", name=f"{block}_act")]
         if drop:

@@ -1,0 +1,196 @@
+"""tfsacnn.analyze and tfsacnn.plots: decomposition, attention rows, CLI outputs, TensorBoard."""
+import json
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from tfsacnn import analyze, models, plots
+from tfsacnn.layers import SelfAttention2D
+
+N_NEURONS = 3
+N_VAL = 20
+SMALL = dict(channels=4, dropout=0.0, seed=0)   # tiny networks: the suite must stay fast
+
+
+def _randomize(model, seed=0):
+    """Non-trivial BatchNorm statistics and SA gamma, so every path matters."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.3, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
+        if isinstance(layer, SelfAttention2D):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    from data_prep.writer import write_dataset
+
+    rng = np.random.default_rng(0)
+    splits = {s: {"images": rng.normal(size=(n, 50, 50)).astype("float32"),
+                  "responses": rng.gamma(0.5, 0.2, size=(n, N_NEURONS)).astype("float32")}
+              for s, n in (("train", 4), ("val", N_VAL))}
+    return write_dataset(tmp_path_factory.mktemp("data") / "site", splits, progress=False)
+
+
+def _make_run(root, name, data_dir, neurons=tuple(range(N_NEURONS)), **overrides):
+    model = models.build(name, n_neurons=len(neurons), **{**SMALL, **overrides})
+    _randomize(model)
+    run = root / name
+    run.mkdir(parents=True)
+    model.save(run / "model.keras")
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"model": {"name": name, "core": "independent", "overrides": SMALL},
+         "data": {"dir": str(data_dir)}}))
+    (run / "metrics.json").write_text(json.dumps(
+        {"model": name, "neurons": list(neurons), "data": {"dir": str(data_dir)}}))
+    return run, model
+
+
+@pytest.fixture(scope="module")
+def runs(site, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {name: _make_run(root, name, site)
+            for name in ("ff_sa_cnn", "ff_sa_cnn_star_fc1", "rf_cnn")}
+
+
+def _images(b=7, seed=1):
+    return np.random.default_rng(seed).normal(size=(b, 50, 50, 1)).astype("float32")
+
+
+@pytest.mark.parametrize("name,parts", [("ff_sa_cnn", {"center", "surround", "bias"}),
+                                        ("ff_sa_cnn_star_fc1",
+                                         {"center_branch", "surround_branch", "bias"}),
+                                        ("rf_cnn", {"center", "bias"})])
+def test_decomposition_parts_sum_to_model_output(runs, name, parts):
+    _, model = runs[name]
+    x = _images()
+    expected = np.asarray(model(x, training=False))
+    fw = analyze.forward(model, x, batch_size=3)                  # batches of 3, 3, 1
+    assert set(fw["parts"]) == parts
+    total = np.sum(list(fw["parts"].values()), axis=0)
+    np.testing.assert_allclose(total, expected, atol=1e-5)
+    np.testing.assert_allclose(fw["prediction"], expected, atol=1e-5)
+    assert np.abs(fw["parts"]["bias"] - fw["parts"]["bias"][0]).max() == 0   # constant
+
+
+def test_attention_rows_sum_to_one_and_upsample_to_image_size(runs):
+    _, model = runs["ff_sa_cnn"]
+    x = _images()
+    rows = analyze.center_attention(model, x)
+    assert rows.shape == (7, N_NEURONS, 1, 81)
+    np.testing.assert_allclose(rows.sum(-1), 1.0, atol=1e-5)
+    # the one-pass forward collects the same rows for the requested (image, neuron) pairs
+    pick = np.array([[6, 0], [2, 5], [1, 1]])
+    fw = analyze.forward(model, x, batch_size=4, attention_images=pick,
+                         attention_columns=[0, 1, 2])
+    assert fw["map_shape"] == (9, 9)
+    for a in range(3):
+        for b in range(2):
+            np.testing.assert_allclose(fw["attention"][a, b], rows[pick[a, b], a], atol=1e-6)
+    maps = plots.upsample_map(rows.mean(2).reshape(7, N_NEURONS, 9, 9), 50)
+    assert maps.shape == (7, N_NEURONS, 50, 50)
+    np.testing.assert_allclose(plots.upsample_map(np.full((9, 9), 0.3), 50), 0.3)
+    assert (maps >= 0).all()
+
+
+def test_population_average_normalises_by_real_peak():
+    y = np.array([[1.0, 4.0], [3.0, 2.0], [2.0, 0.0]])
+    (real, pred), used = plots.population_average(y, y / 2)
+    assert used == 2
+    np.testing.assert_allclose(real, [1.0, (2 / 3 + 0.5) / 2, (1 / 3 + 0) / 2])
+    np.testing.assert_allclose(pred, real / 2)
+    png = plots.figure_to_png(plots.tuning_curve_figure(y, y / 2, ["a", "b"]))
+    img = plots.png_to_tf_image(png)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and img.dtype == np.uint8
+    assert img.ndim == 4 and img.shape[0] == 1 and img.shape[-1] == 4
+
+
+def _tensorboard_tags(logdir):
+    import tensorflow as tf
+
+    tags = set()
+    for f in logdir.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def test_cli_sa_fcl_writes_pictures_numbers_and_tensorboard(runs, site, tmp_path, capsys):
+    run, model = runs["ff_sa_cnn"]
+    out, tb = tmp_path / "out", tmp_path / "tb"
+    rc = analyze.main(["--run", str(run), "--data", str(site), "--top", "3",
+                       "--out", str(out), "--tensorboard", str(tb)])
+    assert rc == 0, capsys.readouterr().err
+    pngs = {"tuning_curves_p01", "population_tuning", "decomposition", "attention_p01"}
+    for name in pngs:
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    d = np.load(out / "decomposition.npz")
+    np.testing.assert_allclose(d["center"] + d["surround"] + d["bias"], d["prediction"],
+                               atol=1e-5)
+    from tfsacnn.data import load_numpy
+
+    images, y = load_numpy(site, "val")
+    np.testing.assert_allclose(d["prediction"], np.asarray(model(images, training=False)),
+                               atol=1e-5)
+    np.testing.assert_array_equal(d["responses"], y)
+    a = np.load(out / "attention.npz")
+    assert a["maps"].shape == (N_NEURONS, 3, 50, 50)
+    np.testing.assert_allclose(a["center_rows"].sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(a["image_index"][:, 0], y.argmax(0))   # top image first
+    summary = json.loads((out / "analysis.json").read_text())
+    assert summary["neurons"] == [0, 1, 2] and summary["notes"] == []
+    assert _tensorboard_tags(tb) == {f"analyze/{n}" for n in pngs}
+
+
+def test_cli_fc1_reports_branches_for_selected_neurons(runs, site, tmp_path):
+    run, _ = runs["ff_sa_cnn_star_fc1"]
+    out = tmp_path / "out"
+    assert analyze.main(["--run", str(run), "--data", str(site), "--neurons", "1:3",
+                         "--top", "2", "--out", str(out)]) == 0
+    for name in ("tuning_curves_p01", "population_tuning", "decomposition", "attention_p01"):
+        assert (out / f"{name}.png").is_file()
+    d = np.load(out / "decomposition.npz")
+    assert list(d["part_names"]) == ["center_branch", "surround_branch", "bias"]
+    assert list(d["neurons"]) == [1, 2] and d["prediction"].shape == (N_VAL, 2)
+    np.testing.assert_allclose(d["center_branch"] + d["surround_branch"] + d["bias"],
+                               d["prediction"], atol=1e-5)
+
+
+def test_cli_ctl_says_no_surround(runs, site, tmp_path, capsys):
+    run, _ = runs["rf_cnn"]
+    out = tmp_path / "out"
+    # data dir taken from the run's config; no attention for a plain CNN
+    assert analyze.main(["--run", str(run), "--neurons", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no surround" in printed and "no self-attention" in printed
+    assert (out / "tuning_curves_p01.png").is_file()
+    assert not (out / "decomposition.png").exists() and not (out / "attention_p01.png").exists()
+
+
+def test_cli_errors_are_one_line_exit_2(runs, site, tmp_path, capsys):
+    from data_prep.writer import write_dataset
+
+    run, _ = runs["rf_cnn"]
+    rng = np.random.default_rng(0)
+    other = write_dataset(tmp_path / "two", {"val": {
+        "images": rng.normal(size=(4, 50, 50)).astype("float32"),
+        "responses": rng.normal(size=(4, 2)).astype("float32")}}, progress=False)
+    no_model = tmp_path / "empty_run"
+    no_model.mkdir()
+    cases = [
+        (["--run", str(tmp_path / "nope"), "--data", str(site)], "no such run directory"),
+        (["--run", str(no_model), "--data", str(site)], "model.keras: not found"),
+        (["--run", str(run), "--data", str(other)], "has 2 neurons"),
+        (["--run", str(run), "--data", str(tmp_path)], "manifest.json"),
+        (["--run", str(run), "--data", str(site), "--split", "test"], "no split 'test'"),
+        (["--run", str(run), "--data", str(site), "--neurons", "7"], "out of range"),
+    ]
+    for argv, message in cases:
+        assert analyze.main(argv + ["--out", str(tmp_path / "o")]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and message in err, err

@@ -1,0 +1,177 @@
+"""Experiment configs: YAML with `model`, `data`, `train` and `eval` sections.
+
+Every key has a default and a type here; unknown keys, bad types and missing files are
+refused (ConfigError) before any work starts. `--set section.key=value` overrides a key,
+the value parsed as YAML (`--set train.epochs=5`, `--set model.overrides.num_heads=2`).
+"""
+import copy
+import pathlib
+
+import yaml
+
+from . import models
+from .errors import ConfigError
+
+DEFAULTS = {
+    "model": {
+        "name": "ff_sa_cnn",          # a name of tfsacnn.models
+        "core": "independent",        # independent | shared
+        "overrides": {},              # tfsacnn.models options, e.g. channels, num_heads
+    },
+    "data": {
+        "dir": None,                  # dataset written by data_prep (manifest.json inside)
+        "neurons": None,              # null = all, "0:64", or a list of indices
+        "verify": True,               # check shard sha256 before reading
+    },
+    "train": {
+        "epochs": 50,
+        "batch_size": 50,
+        "optimizer": "adam",          # adam | adamw
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,          # adamw only
+        "loss": "mse",
+        "seed": 0,
+        "strategy": "auto",           # auto | default | mirrored | multiworker
+        "neurons_per_step": None,     # train independent neurons in chunks of this size
+        "init_from": None,            # RUN_DIR of an earlier stage (incremental protocol)
+        "init_blocks": None,          # blocks to load from init_from (null = all that fit)
+        "freeze": [],                 # block names, or layer.variable names
+        "frozen_bn": "update_stats",  # update_stats (paper) | inference (Keras convention)
+        "checkpoint_every": 1,        # epochs
+    },
+    "eval": {
+        "top_k": 10,
+        "selection_split": "val",     # per-neuron best epoch chosen on this split
+        "report_splits": ["val", "test"],  # those present in the dataset are reported
+        "tuning_curve_neurons": 4,    # neurons drawn in TensorBoard each epoch
+        "batch_size": 500,
+    },
+}
+
+CHOICES = {
+    ("model", "core"): models.CORES,
+    ("model", "name"): tuple(models.names()),
+    ("train", "optimizer"): ("adam", "adamw"),
+    ("train", "loss"): ("mse",),
+    ("train", "strategy"): ("auto", "default", "mirrored", "multiworker"),
+    ("train", "frozen_bn"): ("update_stats", "inference"),
+}
+# Keys whose default is None: the types they accept.
+NULLABLE = {
+    ("data", "dir"): (str,),
+    ("data", "neurons"): (str, list, int),
+    ("train", "neurons_per_step"): (int,),
+    ("train", "init_from"): (str,),
+    ("train", "init_blocks"): (list,),
+}
+
+
+def _check_type(where, value, default, key):
+    if value is None and key in NULLABLE:
+        return
+    if key in NULLABLE:
+        ok = isinstance(value, NULLABLE[key])
+        expected = " or ".join(t.__name__ for t in NULLABLE[key])
+    elif isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "bool"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        expected = "number"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "int"
+    else:
+        ok, expected = isinstance(value, type(default)), type(default).__name__
+    if not ok:
+        raise ConfigError(f"{where}: {'.'.join(key)} must be {expected}, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{where}: {'.'.join(key)} must be one of "
+                          f"{', '.join(map(str, CHOICES[key]))}; got {value!r}")
+
+
+def _merge(where, base, new, path=()):
+    for k, v in new.items():
+        key = path + (k,)
+        if k not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"{where}: unknown key {'.'.join(key)!r} (known: {known})")
+        if isinstance(base[k], dict) and key != ("model", "overrides"):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}: {'.'.join(key)} must be a mapping")
+            _merge(where, base[k], v, key)
+        else:
+            _check_type(where, v, base[k], key)
+            base[k] = copy.deepcopy(v)
+
+
+def parse_set(item):
+    """`section.key=value` -> ({section: {key: value}}) with value parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item}: expected section.key=value")
+    path, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    for part in reversed(path.split(".")):
+        value = {part: value}
+    return value
+
+
+def load(path=None, sets=(), where=None):
+    """Resolved config dict from a YAML file (or the defaults) plus `--set` overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = pathlib.Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections")
+        _merge(str(path), cfg, raw)
+    for item in sets:
+        _merge(f"--set {item}", cfg, parse_set(item))
+    validate(cfg, where or str(path or "config"))
+    return cfg
+
+
+def validate(cfg, where):
+    """Checks that need more than one key, and the model overrides."""
+    m = cfg["model"]
+    try:
+        models.resolve(m["name"], **m["overrides"])
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: model.overrides: {e}") from None
+    t = cfg["train"]
+    for k in ("epochs", "batch_size"):
+        if t[k] < 1:
+            raise ConfigError(f"{where}: train.{k} must be >= 1")
+    if t["learning_rate"] <= 0:
+        raise ConfigError(f"{where}: train.learning_rate must be > 0")
+    if t["neurons_per_step"] is not None and t["neurons_per_step"] < 1:
+        raise ConfigError(f"{where}: train.neurons_per_step must be >= 1")
+    for entry in t["freeze"]:
+        if not isinstance(entry, str):
+            raise ConfigError(f"{where}: train.freeze entries must be strings, got {entry!r}")
+        if models.block_of(entry.split(".")[0]) is None:
+            raise ConfigError(f"{where}: train.freeze: {entry!r} is not a block "
+                              f"({', '.join(models.BLOCKS)}) or layer.variable name")
+    for entry in t["init_blocks"] or []:
+        if entry not in models.BLOCKS:
+            raise ConfigError(f"{where}: train.init_blocks: unknown block {entry!r}")
+    if t["init_from"] is not None and not (pathlib.Path(t["init_from"]) / "model.keras").exists():
+        raise ConfigError(f"{where}: train.init_from: {t['init_from']}/model.keras not found")
+    d = cfg["data"]
+    if d["dir"] is not None and not (pathlib.Path(d["dir"]) / "manifest.json").exists():
+        raise ConfigError(f"{where}: data.dir: {d['dir']}/manifest.json not found")
+    if cfg["eval"]["top_k"] < 1:
+        raise ConfigError(f"{where}: eval.top_k must be >= 1")
+
+
+def dump(cfg, path):
+    """Write `cfg` as YAML atomically."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,61 @@
+"""SavedModel export and atomic saving of run artefacts.
+
+`export_saved_model(model, path)` writes a TF SavedModel with endpoints
+- `serve`: images `(B, S, S, 1)` float32, as stored in the dataset -> responses `(B, n)`;
+- `attention` (SA models only): images -> attention `(B, n, heads, P, P)`.
+Both load with plain TensorFlow (`tf.saved_model.load`), without tfsacnn.
+"""
+import os
+import pathlib
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from . import models
+
+
+def _atomic_dir(path, write):
+    """Run `write(tmp_dir)` then rename tmp_dir to `path` (replacing an old one)."""
+    path = pathlib.Path(path)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
+    try:
+        target = tmp / "out"
+        write(target)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_saved_model(model, path):
+    size = model.input_shape[1]
+    spec = [tf.TensorSpec((None, size, size, 1), tf.float32, name="images")]
+
+    def write(target):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=spec)
+        if models.has_attention(model):
+            archive.add_endpoint("attention", lambda x: models.attention_maps(model, x),
+                                 input_signature=spec)
+        archive.write_out(str(target), verbose=False)
+
+    _atomic_dir(path, write)
+
+
+def save_keras(model, path):
+    """`model.save(path)` through a temporary file."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def write_text(path, text):
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
