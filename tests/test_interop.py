@@ -140,7 +140,8 @@ def randomize(net, seed):
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                bound = 2.0 / m.weight[0].numel() ** 0.5
+                gain = 8.0 if isinstance(m, nn.Linear) else 2.0  # readouts: visible spread
+                bound = gain / m.weight[0].numel() ** 0.5
                 rnd(m.weight, -bound, bound)
                 rnd(m.bias, -0.5, 0.5)
             elif isinstance(m, nn.BatchNorm2d):
@@ -149,9 +150,10 @@ def randomize(net, seed):
                 rnd(m.running_mean, -0.3, 0.3)
                 rnd(m.running_var, 0.05, 0.5)
                 m.num_batches_tracked.fill_(123)
-            elif isinstance(m, SelfAttention):
+        for m in net.modules():  # after the convs' own draw (modules() is pre-order)
+            if isinstance(m, SelfAttention):
                 rnd(m.gamma, 0.8, 1.5)
-                m.query_conv.weight.mul_(16.0)  # peaky attention (max ~0.15, not ~1/81),
+                m.query_conv.weight.mul_(4.0)   # peaky attention (max ~0.3, not ~1/81),
                 m.key_conv.weight.mul_(4.0)     # so a 1/sqrt(d) scaling error shows
     return net.eval()
 

@@ -64,7 +64,7 @@ def test_ground_truth(site, site_val):
 
 
 def test_responses_depend_on_surround_only_where_they_should(site, site_val):
-    images = site_val[0][:300]
+    images = site_val[0][:200]
     other = np.roll(images, 1, axis=0)            # surround pixels from another image
     params = v1_model.load_params(site / "ground_truth.npz")
     base = v1_model.responses(images, params) - params["baseline"]
@@ -119,15 +119,22 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=60)
 
 
-def test_cli_help_and_errors(tmp_path):
+def test_cli_help_and_errors(tmp_path, capsys):
     r = _cli("--help")
     assert r.returncode == 0 and "--surround-fraction" in r.stdout and "--images" in r.stdout
-    for bad in (["--out", str(tmp_path / "x"), "--neurons", "0"],
-                ["--out", str(tmp_path / "x"), "--surround-fraction", "1.5"],
-                ["--neurons", "3"],
-                ["--out", str(tmp_path), "--val", "10"]):          # exists, no --overwrite
-        r = _cli(*bad)
-        assert r.returncode == 2, (bad, r.stderr)
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), (bad, r.stderr)
+    r = _cli("--out", str(tmp_path / "x"), "--neurons", "0")            # a real process: exit 2
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: argument --neurons: must be >= 1, got 0"], r.stderr
+    from data_prep.synthesize import main
+    for bad in (["--out", str(tmp_path / "x"), "--surround-fraction", "1.5"],
+                ["--out", str(tmp_path / "x"), "--train", "many"],
+                ["--neurons", "3"],                                     # no --out
+                ["--out", str(tmp_path / "x"), "--bogus"],
+                ["--out", str(tmp_path), "--val", "10"]):               # exists, no --overwrite
+        with pytest.raises(SystemExit) as e:
+            main(bad)
+        err = capsys.readouterr().err
+        assert e.value.code == 2, bad
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (bad, err)
     assert not (tmp_path / "x").exists()

@@ -240,7 +240,7 @@ def forward(model, images, batch_size=None, attention_images=None, attention_col
                 x = layer(x, training=False)
         return readout(x), readout.contributions(x), att
 
-    step = tf.function(step, reduce_retracing=True)   # graph mode: map_fn runs in parallel
+    step = tf.function(step)   # graph mode: the per-neuron map_fn runs in parallel
     prediction = np.zeros((n_img, n), np.float32)
     parts = {}
     att_out = None
@@ -248,12 +248,15 @@ def forward(model, images, batch_size=None, attention_images=None, attention_col
         idx = np.asarray(attention_images, dtype=np.int64)
         cols = np.broadcast_to(np.asarray(attention_columns, dtype=np.int64)[:, None], idx.shape)
     for start in range(0, n_img, batch_size):
-        x = tf.convert_to_tensor(images[start:start + batch_size], tf.float32)
-        stop = start + int(x.shape[0])
-        pred, got, att = step(x)
-        prediction[start:stop] = pred.numpy()
+        x = np.asarray(images[start:start + batch_size], np.float32)
+        stop = start + len(x)
+        if len(x) < batch_size and start > 0:      # pad the last batch: one trace only
+            x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
+        pred, got, att = step(tf.convert_to_tensor(x))
+        prediction[start:stop] = pred.numpy()[:stop - start]
         for name, value in got.items():
-            parts.setdefault(name, np.zeros((n_img, n), np.float32))[start:stop] = value.numpy()
+            parts.setdefault(name, np.zeros((n_img, n), np.float32))[start:stop] = \
+                value.numpy()[:stop - start]
         if want_att:
             att = att.numpy()
             if att_out is None:
@@ -289,6 +292,8 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
 
     if int(top) < 1:
         raise ConfigError(f"--top: must be >= 1, got {top}")
+    if batch_size is not None and int(batch_size) < 1:
+        raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
     run = load_run(run_dir)
     model = run["model"]
     data_dir = data_dir or run["data_dir"]
@@ -369,7 +374,7 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
         shown = images[top_images, :, :, 0]                       # (m, top, S, S)
         resp = np.take_along_axis(y, top_images.T, axis=0).T      # (m, top)
         for p, page in enumerate(_pages(list(range(len(selected))), ATTENTION_PER_PAGE), 1):
-            cells = [[f"#{b + 1} img {top_images[j, b]}  r={resp[j, b]:.2f}"
+            cells = [[f"#{b + 1} img {top_images[j, b]}  resp {resp[j, b]:.2f}"
                       for b in range(top)] for j in page]
             fig = plots.attention_figure(
                 shown[page], maps9[page], [labels[j] for j in page], cells,
@@ -408,8 +413,9 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
 
     for note in notes:
         log(f"note: {note}")
+    mean_corr = summary["mean_corr"]
     log(f"{what}: {len(selected)} neurons, {len(images)} images, mean CORR "
-        f"{summary['mean_corr'] if summary['mean_corr'] is None else round(summary['mean_corr'], 4)}")
+        f"{'n/a' if mean_corr is None else f'{mean_corr:.4f}'}")
     log(f"wrote {len(files) + 1} files to {out}"
         + (f"; logged {len(pictures)} images to {tensorboard}" if tensorboard else ""))
     return summary

@@ -65,6 +65,7 @@ def resolve_config(args):
     cfg = config_lib.load(path, sets)
     if cfg["data"]["dir"] is None:
         raise TfsacnnError(f"{path}: data.dir is not set (use --data DIR)")
+    cfg["data"]["dir"] = str(pathlib.Path(cfg["data"]["dir"]).resolve())
     return cfg
 
 

@@ -252,7 +252,9 @@ def attention_figure(images, maps, row_labels=None, cell_labels=None, *, center=
     `"middle"` = `(h // 2, w // 2)`, None = no mark.
     Each map is divided by its own maximum; colour and opacity both follow the value, so
     the image shows through where the attention is low. A uniform map (1/(h*w)
-    everywhere) therefore covers the image evenly.
+    everywhere) therefore covers the image evenly. Each cell's title gives the map's
+    peak relative to a uniform map ("peak 1.0x uniform" = flat), assuming the map is a
+    distribution over the h*w positions (sums to 1).
     """
     from matplotlib import colormaps
 
@@ -289,8 +291,10 @@ def attention_figure(images, maps, row_labels=None, cell_labels=None, *, center=
                 cy = (center[0] + 0.5) * h / mh - 0.5
                 cx = (center[1] + 0.5) * w / mw - 0.5
                 ax.plot([cx], [cy], marker="+", color="cyan", ms=9, mew=1.5)
-            if cell_labels is not None:
-                ax.set_title(str(cell_labels[i][j]), fontsize=7)
+            # how peaked the map is: its maximum relative to a uniform map (1 = flat)
+            peaked = f"peak {maps[i, j].max() * mh * mw:.1f}x uniform"
+            label = peaked if cell_labels is None else f"{cell_labels[i][j]}\n{peaked}"
+            ax.set_title(label, fontsize=7)
         if row_labels is not None:
             axes[i, 0].set_ylabel(str(row_labels[i]), fontsize=8)
     if title:

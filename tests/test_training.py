@@ -1,0 +1,196 @@
+"""Trainer and fit CLI on a tiny synthetic site: outputs, TensorBoard tags, determinism,
+resume after SIGKILL, NaN handling, SavedModel in a fresh process, config errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tfsacnn import fit, training
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--set", "train.epochs=2", "--set", "eval.tuning_curve_neurons=2",
+        "--set", "model.overrides={channels: 6}"]
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory):
+    from data_prep.synthesize import synthesize
+
+    out = tmp_path_factory.mktemp("site") / "site"
+    synthesize(out, neurons=3, train=200, val=100, test=100, repeats=4, seed=0, progress=False)
+    return out
+
+
+def _fit(site, out, *extra, config="configs/ff_sa_cnn.yaml"):
+    from tests.conftest import REPO
+
+    return fit.main(["--config", str(REPO / config), "--data", str(site), "--out", str(out),
+                     *TINY, *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(site, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "ff_sa_cnn"
+    assert _fit(site, out) == 0
+    return out
+
+
+def _metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_run_directory_contents(tiny_run):
+    for name in ("config.yaml", "metrics.json", "metrics.csv", "model.keras",
+                 "saved_model/saved_model.pb", "tensorboard"):
+        assert (tiny_run / name).exists(), name
+    m = _metrics(tiny_run)
+    assert m["neurons"] == [0, 1, 2] and m["selection_split"] == "val"
+    assert set(m["splits"]) == {"val", "test"}  # selection on val, report on both
+    for split in ("val", "test"):
+        pn = m["splits"][split]["per_neuron"]
+        assert len(pn["corr"]) == 3 and len(pn["pt_j"]) == 3 and len(pn["fev"]) == 3
+        assert np.isclose(m["splits"][split]["mean"]["corr"],
+                          np.mean([c for c in pn["corr"] if c is not None]))
+    assert all(1 <= e <= 2 for e in m["best_epoch"])
+    csv = (tiny_run / "metrics.csv").read_text().splitlines()
+    assert csv[0].startswith("split,neuron,neuron_id,corr,pt_j,pt_s,best_epoch")
+    assert len(csv) == 1 + 2 * 4
+
+
+def test_tensorboard_has_every_tag(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tfsacnn.callbacks import TAGS
+
+    ea = EventAccumulator(str(tiny_run / "tensorboard"), size_guidance={"tensors": 0})
+    ea.Reload()
+    tags = set(ea.Tags()["tensors"]) | set(ea.Tags()["images"]) | set(ea.Tags()["histograms"])
+    for tag in TAGS:
+        assert tag in tags, (tag, tags)
+    assert [e.step for e in ea.Tensors("val/corr")] == [1, 2]
+    assert any("hparams" in t for t in ea.Tags()["tensors"]) or \
+        "_hparams_/session_start_info" in ea.Tags()["tensors"]
+
+
+def test_best_epoch_selection_keeps_per_neuron_best(tiny_run):
+    """The reported val CORR of each neuron is its best over the epochs."""
+    m = _metrics(tiny_run)
+    ckpt = np.load(tiny_run / "checkpoints" / "last.npz")
+    np.testing.assert_array_equal(ckpt["best_epoch"], m["best_epoch"])
+    np.testing.assert_allclose(ckpt["best_score"], m["splits"]["val"]["per_neuron"]["corr"],
+                               atol=1e-6)
+
+
+def test_same_seed_same_metrics(site, tiny_run, tmp_path):
+    assert _fit(site, tmp_path / "again") == 0
+    assert _metrics(tmp_path / "again")["splits"] == _metrics(tiny_run)["splits"]
+
+
+def test_savedmodel_in_fresh_process_without_tfsacnn(tiny_run, site, tmp_path):
+    import keras
+
+    import tfsacnn.layers  # noqa: F401  (registers the layers for model.keras)
+    from tfsacnn import data
+
+    x, _ = data.load_numpy(site, "val")
+    model = keras.saving.load_model(tiny_run / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", model.predict(x, verbose=0))
+    code = f"""
+import sys, numpy as np, tensorflow as tf
+m = tf.saved_model.load(r"{tiny_run / 'saved_model'}")
+x = np.load(r"{tmp_path / 'x.npy'}")
+y = m.serve(tf.constant(x)).numpy()
+np.testing.assert_allclose(y, np.load(r"{tmp_path / 'y.npy'}"), atol=1e-5)
+a = m.attention(tf.constant(x[:2])).numpy()
+assert a.shape == (2, 3, 1, 81, 81), a.shape
+assert "tfsacnn" not in sys.modules
+print("OK")
+"""
+    env = {**os.environ, "PYTHONPATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, cwd=tmp_path)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_evaluate_recomputes_metrics_from_savedmodel(tiny_run, capsys):
+    from tfsacnn import evaluate
+
+    for split in ("val", "test"):
+        entry = evaluate.evaluate_run(tiny_run, split=split)
+        ref = _metrics(tiny_run)["splits"][split]
+        np.testing.assert_allclose(
+            [entry["mean"][k] for k in ("corr", "pt_j", "pt_s")],
+            [ref["mean"][k] for k in ("corr", "pt_j", "pt_s")], atol=1e-5)
+    assert evaluate.main(["--run", str(tiny_run), "--split", "test"]) == 0
+    assert "corr" in capsys.readouterr().out
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(site, tmp_path):
+    from tests.conftest import REPO
+
+    args = ["--set", "train.epochs=3"]
+    assert _fit(site, tmp_path / "full", *args) == 0
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "tfsacnn.fit", "--config", str(REPO / "configs/ff_sa_cnn.yaml"),
+           "--data", str(site), "--out", str(out), *TINY, *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = out / "checkpoints" / "last.npz"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() else "timeout"
+    time.sleep(0.3)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    assert int(np.load(ckpt)["epoch"]) < 3
+    assert fit.main(["--out", str(out), "--resume"]) == 0
+    assert _metrics(out)["splits"] == _metrics(tmp_path / "full")["splits"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(site, tmp_path, monkeypatch, capsys):
+    make = training.Trainer._make_train_step
+    calls = {"n": 0}
+
+    def poisoned(self, model, optimizer):
+        step = make(self, model, optimizer)
+
+        def wrapped(batch):
+            calls["n"] += 1
+            loss = step(batch)
+            return loss * np.nan if calls["n"] > 5 else loss  # 4 steps per epoch
+        return wrapped
+
+    monkeypatch.setattr(training.Trainer, "_make_train_step", poisoned)
+    assert _fit(site, tmp_path / "nan") == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "loss is nan at epoch 2" in errors[0], errors
+    assert int(np.load(tmp_path / "nan" / "checkpoints" / "last.npz")["epoch"]) == 1
+    assert not (tmp_path / "nan" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "train.epoch=3"], "unknown key 'train.epoch'"),
+    (["--set", "train.epochs=three"], "train.epochs must be int"),
+    (["--set", "model.overrides={chanels: 3}"], "unknown model option"),
+    (["--set", "train.init_from=/nonexistent"], "model.keras not found"),
+])
+def test_bad_config_is_refused_before_work(site, tmp_path, capsys, extra, message):
+    assert _fit(site, tmp_path / "bad", *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+
+
+def test_missing_data_and_existing_run_refused(site, tiny_run, tmp_path, capsys):
+    assert fit.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    assert "manifest.json not found" in capsys.readouterr().err
+    assert _fit(site, tiny_run) == 2
+    assert "already there" in capsys.readouterr().err

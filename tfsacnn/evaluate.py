@@ -1,0 +1,95 @@
+"""Recompute a run's metrics from its exported SavedModel.
+
+`python -m tfsacnn.evaluate --run RUN_DIR [--data DIR] [--split val|test] [--out FILE.json]`
+
+Loads `RUN_DIR/saved_model` with plain TensorFlow (the `serve` endpoint), predicts the
+split of the dataset (default: the run's own `data.dir`, and its neurons), and prints the
+mean CORR, PT_J and PT_S (and FEV when the split has repeats).
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from .errors import TfsacnnError  # noqa: E402
+
+
+def run_neurons(run):
+    """The dataset neuron indices of a run's output columns (metrics.json or config)."""
+    m = run / "metrics.json"
+    if m.exists():
+        try:
+            return json.loads(m.read_text())["neurons"]
+        except (ValueError, KeyError) as e:
+            raise TfsacnnError(f"{m}: unreadable ({e})") from None
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    return cfg.get("data", {}).get("neurons")
+
+
+def evaluate_run(run, data=None, split="val", top_k=10, batch_size=500):
+    """Metrics dict (`tfsacnn.fit.split_entry` format) of the run's SavedModel on a split."""
+    import tensorflow as tf
+
+    from . import data as data_lib
+    from . import metrics as metrics_lib
+    from .fit import split_entry
+
+    run = pathlib.Path(run)
+    sm = run / "saved_model"
+    if not (sm / "saved_model.pb").exists():
+        raise TfsacnnError(f"{sm}: no SavedModel here")
+    if data is None:
+        cfg_path = run / "config.yaml"
+        if not cfg_path.exists():
+            raise TfsacnnError(f"{cfg_path}: missing; pass --data DIR")
+        data = (yaml.safe_load(cfg_path.read_text()) or {}).get("data", {}).get("dir")
+        if not data:
+            raise TfsacnnError(f"{cfg_path}: has no data.dir; pass --data DIR")
+    manifest = data_lib.read_manifest(data)
+    if split not in manifest["splits"] or not manifest["splits"][split]["count"]:
+        raise TfsacnnError(f"{data}: has no {split!r} split")
+    neurons = data_lib.parse_neurons(run_neurons(run), manifest["n_neurons"])
+    x, y, reps = data_lib.load_numpy(data, split, neurons=neurons, with_repeats=True)
+    loaded = tf.saved_model.load(str(sm))  # keep a reference: it owns the variables
+    pred = np.concatenate([loaded.serve(tf.constant(x[i:i + batch_size])).numpy()
+                           for i in range(0, len(x), batch_size)])
+    if pred.shape[1] != y.shape[1]:
+        raise TfsacnnError(f"{sm}: predicts {pred.shape[1]} neurons, {data} selection has "
+                           f"{y.shape[1]}")
+    scores = metrics_lib.evaluate(y, pred, top_k=min(top_k, len(y)), repeats=reps)
+    return split_entry(scores, len(y))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tfsacnn.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run directory with saved_model/")
+    p.add_argument("--data", help="dataset directory (default: the run's data.dir)")
+    p.add_argument("--split", default="val", help="split to evaluate (val, test, ...)")
+    p.add_argument("--top-k", type=int, default=10, help="peak-tuning top_k (default 10)")
+    p.add_argument("--out", help="also write the result as JSON here")
+    args = p.parse_args(argv)
+    try:
+        entry = evaluate_run(args.run, args.data, args.split, args.top_k)
+    except TfsacnnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    m = entry["mean"]
+    fmt = lambda v, s=1: "nan" if v is None else f"{v * s:.3f}"  # noqa: E731
+    print(f"{args.run} [{args.split}, {entry['n_images']} images]: corr {fmt(m['corr'])}  "
+          f"PT_J {fmt(m['pt_j'], 100)}%  PT_S {fmt(m['pt_s'], 100)}%  ({m['n_nan']} NaN)")
+    if args.out:
+        tmp = pathlib.Path(args.out + ".tmp")
+        tmp.write_text(json.dumps(entry, indent=1))
+        os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
