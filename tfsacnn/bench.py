@@ -1,5 +1,6 @@
 """Benchmarks: `python -m tfsacnn.bench <subcommand>` (each prints one JSON line).
 
+    python -m tfsacnn.bench train    training-step speed (tfsacnn.bench_train)
     python -m tfsacnn.bench data     TFRecord write/read speed (tfsacnn.bench_data)
 """
 from __future__ import annotations
@@ -12,11 +13,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tfsacnn import bench_data
+    from tfsacnn import bench_data, bench_train
 
     p = argparse.ArgumentParser(prog="python -m tfsacnn.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="training-step speed", description=bench_train.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_train.add_arguments(train)
+    train.set_defaults(run=bench_train.main)
     data = sub.add_parser("data", help="TFRecord write/read speed", description=bench_data.__doc__,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_data.add_arguments(data)

@@ -179,6 +179,10 @@ def _load_file(path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
+        if "weights only load failed" in str(e).lower():
+            raise DataError(f"{path}: holds objects other than tensors (a pickled module?); "
+                            f"only state_dicts are read (torch.save(net.state_dict(), ...))"
+                            ) from None
         raise DataError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
                         f"{_one_line(e)}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -311,7 +315,7 @@ def _guess(name, state):
     others = [v for v in SUPPORTED if v != name and _matches(v, state)]
     if not others:
         return ""
-    return f" (the checkpoint looks like {' or '.join(others)}, not {name})"
+    return f" (the checkpoint matches {' or '.join(others)})"
 
 
 def _check(name, state, where, dims, hint=False):
@@ -321,14 +325,14 @@ def _check(name, state, where, dims, hint=False):
     guess = (lambda: _guess(name, state)) if hint else (lambda: "")
     for key in expected:
         if key not in state:
-            raise DataError(f"{where}: missing key {key!r} for a {name} checkpoint{guess()}")
+            raise DataError(f"{where}: missing key {key!r} for model {name}{guess()}")
     for key in state:
         if key not in expected and key not in optional:
-            raise DataError(f"{where}: unexpected key {key!r} for a {name} checkpoint{guess()}")
+            raise DataError(f"{where}: unexpected key {key!r} for model {name}{guess()}")
     for key, shape in expected.items():
         if tuple(state[key].shape) != tuple(shape):
-            raise DataError(f"{where}: key {key!r} has shape {tuple(state[key].shape)}, a "
-                            f"{name} checkpoint needs {tuple(shape)}{guess()}")
+            raise DataError(f"{where}: key {key!r} has shape {tuple(state[key].shape)}, model "
+                            f"{name} needs {tuple(shape)}{guess()}")
     return entries
 
 
@@ -468,6 +472,9 @@ def write_run(name, paths, out, overwrite=False):
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
     old = None
     try:
         model.save(tmp / "model.keras")

@@ -1,0 +1,182 @@
+"""`python -m tfsacnn.bench train`: speed of full training steps (forward, backward, Adam).
+
+Times `--steps` steps on synthetic tensors after warm-up, for `--neurons` neurons of
+`--model`, and prints one JSON line: neuron_images_per_s, step_ms_median, peak_rss_mb,
+gflops_per_s (against the analytic training cost, 3x the forward FLOPs of
+`forward_flops`), n_neurons. With `--baseline torch` (needs the `torch` extra) the same
+run also times the paper's construction, a PyTorch loop over one module per neuron, and
+reports the ratio.
+"""
+import json
+import os
+import resource
+import time
+
+import numpy as np
+
+TRAIN_FACTOR = 3  # backward ~ 2x forward
+
+
+def add_arguments(p):
+    p.add_argument("--model", default="ff_sa_cnn")
+    p.add_argument("--neurons", type=int, default=32)
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--core", choices=["independent", "shared"], default="independent")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--conv-implementation", choices=["auto", "map", "grouped"], default="auto")
+    p.add_argument("--baseline", choices=["none", "torch"], default="none",
+                   help="also time the paper's per-neuron PyTorch loop in this run")
+    p.add_argument("--threads", type=int, default=0, help="intra/inter-op threads (0: TF default)")
+
+
+def forward_flops(name, **overrides):
+    """Analytic forward FLOPs (2 per multiply-add) of one neuron's network on one image.
+
+    Counts convolutions, the SA block's projections and attention products, and the
+    readout; BatchNorm, sigmoid and pooling (elementwise, < 2%) are left out.
+    """
+    from . import models
+    from .layers import NeuronConv2D, Readout, SelfAttention2D
+
+    m = models.build(name, **overrides)
+    total = 0
+    for layer in m.layers:
+        if isinstance(layer, NeuronConv2D):
+            _, h, w, c = layer.output.shape
+            total += 2 * h * w * layer.kernel_size ** 2 * layer.c_in * c
+        elif isinstance(layer, SelfAttention2D):
+            _, h, w, c = layer.output.shape
+            p, d, heads = h * w, layer.key_dim, layer.num_heads
+            dv = layer.value_dim if layer.value_mapping else c // heads
+            total += 2 * 2 * p * c * d * heads + 2 * p * p * d * heads + 2 * p * p * dv * heads
+            if layer.value_mapping:
+                total += 2 * 2 * p * c * dv * heads
+        elif isinstance(layer, Readout):
+            total += 2 * sum(int(np.prod(v.shape)) for v in layer.weights if "kernel" in v.name)
+    return total
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _time(step, steps, warmup):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def time_tf(args):
+    import keras
+    import tensorflow as tf
+
+    from . import models
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    device = "/GPU:0" if args.device == "gpu" else "/CPU:0"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch, 50, 50, 1)).astype("float32")
+    y = rng.normal(size=(args.batch, args.neurons)).astype("float32")
+    with tf.device(device):
+        model = models.build(args.model, n_neurons=args.neurons, core=args.core,
+                             conv_implementation=args.conv_implementation)
+        opt = keras.optimizers.Adam(1e-3)
+        opt.build(model.trainable_variables)
+        x, y = tf.constant(x), tf.constant(y)
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(model(x, training=True) - y)) / args.batch
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        return _time(lambda: step().numpy(), args.steps, args.warmup)
+
+
+def time_torch(args):
+    """The paper's construction: a Python loop over one PyTorch module per neuron."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .models import resolve
+
+    o = resolve(args.model)
+    c, k = o["channels"], o["beta_kernel"]
+
+    class SA(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k = nn.Conv2d(c, 5, 1), nn.Conv2d(c, 5, 1)
+            self.v, self.o = nn.Conv2d(c, 5, 1), nn.Conv2d(5, c, 1)
+            self.gamma = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            b, ch, h, w = x.shape
+            q = self.q(x).view(b, -1, h * w).permute(0, 2, 1)
+            a = torch.softmax(torch.bmm(q, self.k(x).view(b, -1, h * w)), dim=-1)
+            out = torch.bmm(self.v(x).view(b, -1, h * w), a.permute(0, 2, 1))
+            return self.gamma * self.o(out.view(b, 5, h, w)) + x
+
+    def one():
+        layers = [nn.Conv2d(1, c, 5), nn.MaxPool2d(2), nn.BatchNorm2d(c), nn.Sigmoid(),
+                  nn.Dropout2d(0.3), nn.Conv2d(c, c, 5), nn.MaxPool2d(2), nn.BatchNorm2d(c),
+                  nn.Sigmoid(), nn.Dropout2d(0.3)]
+        if o["attention"]:
+            layers += [SA(), nn.BatchNorm2d(c), nn.Sigmoid(), nn.Dropout2d(0.3)]
+        size = 9 - 2 * (k - 1)
+        layers += [nn.Conv2d(c, c, k), nn.BatchNorm2d(c), nn.Sigmoid(), nn.Dropout2d(0.3),
+                   nn.Conv2d(c, c, k), nn.BatchNorm2d(c), nn.Sigmoid(), nn.Flatten(),
+                   nn.Linear(c * size * size, 1)]
+        return nn.Sequential(*layers)
+
+    nets = nn.ModuleList([one() for _ in range(args.neurons)])
+    opt = torch.optim.Adam(nets.parameters(), 1e-3)
+    x = torch.randn(args.batch, 1, 50, 50)
+    y = torch.randn(args.batch, args.neurons)
+
+    def step():
+        opt.zero_grad()
+        pred = torch.stack([net(x) for net in nets], dim=1).reshape(args.batch, -1)
+        loss = nn.functional.mse_loss(pred, y)
+        loss.backward()
+        opt.step()
+
+    return _time(step, args.steps, args.warmup)
+
+
+def main(args):
+    flops = forward_flops(args.model) * TRAIN_FACTOR
+    step_s = time_tf(args)
+    rate = args.neurons * args.batch / step_s
+    out = {
+        "model": args.model, "core": args.core, "device": args.device,
+        "n_neurons": args.neurons, "batch": args.batch, "steps": args.steps,
+        "conv_implementation": args.conv_implementation,
+        "neuron_images_per_s": round(rate, 1), "step_ms_median": round(step_s * 1e3, 2),
+        "train_mflop_per_neuron_image": round(flops / 1e6, 2),
+        "gflops_per_s": round(rate * flops / 1e9, 2),
+        "peak_rss_mb": round(_peak_rss_mb(), 1), "cpu_count": os.cpu_count(),
+    }
+    if args.core == "shared":
+        out["note"] = "gflops_per_s counts a per-neuron network per neuron (as independent)"
+    if args.baseline == "torch":
+        t = time_torch(args)
+        out["baseline"] = "pytorch per-neuron module loop (paper's construction)"
+        out["baseline_neuron_images_per_s"] = round(args.neurons * args.batch / t, 1)
+        out["speedup_vs_baseline"] = round(t / step_s, 2)
+    print(json.dumps(out))
+    return out
