@@ -19,7 +19,7 @@ weights side by side (see `tfsacnn.layers`), so n neurons run as a few large ops
 import keras
 import numpy as np
 
-from .layers import BN_EPSILON, BN_MOMENTUM, NeuronConv2D, Readout, SelfAttention2D
+from .layers import BatchNorm, NeuronConv2D, Readout, SelfAttention2D
 
 IMAGE_SIZE = 50
 
@@ -90,9 +90,7 @@ def build(name, n_neurons=1, core="independent", **overrides):
         return None if seed is None else seed + i
 
     def bn_act_drop(block, drop=True):
-        out = [keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                               synchronized=o["synchronized_bn"],
-                                               name=f"{block}_bn"),
+        out = [BatchNorm(synchronized=o["synchronized_bn"], name=f"{block}_bn"),
                keras.layers.Activation("sigmoid", name=f"{block}_act")]
         if drop:
             out.append(keras.layers.SpatialDropout2D(o["dropout"], seed=seeded(len(layers)),
