@@ -211,14 +211,22 @@ def test_parse_neurons():
 def test_input_context_sharding(small_ds, name, shuffle):
     import tensorflow as tf
     root = small_ds[0]
-    parts = []
+    parts, batches = [], []
     for pipe in range(2):
         ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipe, num_replicas_in_sync=2)
         ds = data.load(root / name, "train", 2, shuffle=shuffle, seed=3, input_context=ctx)
-        parts.append({int(v) for b in ds for v in b[1][:, 0].numpy()})
-    if name == "one":                                               # by example: halves
-        assert len(parts[0]) == len(parts[1]) == 5
-    assert not parts[0] & parts[1] and parts[0] | parts[1] == set(range(10))  # ...disjoint, covering all
+        batches.append([b[1][:, 0].numpy().astype(int).tolist() for b in ds])
+        parts.append({v for b in batches[-1] for v in b})
+    if name == "one":
+        # by example: each pipeline keeps its slice of the same global batches of 2 x 2, so
+        # global batch k is exactly a single device's batch k of 4 (the partial one dropped)
+        single = [b[1][:, 0].numpy().astype(int).tolist()
+                  for b in data.load(root / name, "train", 4, shuffle=shuffle, seed=3)]
+        assert [a + b for a, b in zip(*batches)] == single[:2]
+        assert len(parts[0]) == len(parts[1]) == 4
+        assert not parts[0] & parts[1] and len(parts[0] | parts[1]) == 8
+    else:
+        assert not parts[0] & parts[1] and parts[0] | parts[1] == set(range(10))  # by file
     opts = data.load(root / name, "train", 2).options()
     assert opts.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
 

@@ -123,7 +123,7 @@ def test_evaluate_recomputes_metrics_from_savedmodel(tiny_run, capsys):
     from tfsacnn import evaluate
 
     for split in ("val", "test"):
-        entry = evaluate.evaluate_run(tiny_run, split=split)
+        entry, _ = evaluate.evaluate_run(tiny_run, split=split)
         ref = _metrics(tiny_run)["splits"][split]
         np.testing.assert_allclose(
             [entry["mean"][k] for k in ("corr", "pt_j", "pt_s")],

@@ -39,6 +39,7 @@ DEFAULTS = {
         "frozen_bn": "update_stats",  # update_stats (paper) | inference (Keras convention)
         "checkpoint_every": 1,        # epochs
     },
+    "source": {},                     # free-form provenance (e.g. imported .pth files)
     "eval": {
         "top_k": 10,
         "selection_split": "val",     # per-neuron best epoch chosen on this split
@@ -57,6 +58,7 @@ CHOICES = {
     ("train", "frozen_bn"): ("update_stats", "inference"),
 }
 # Keys whose default is None: the types they accept.
+FREE_FORM = {("model", "overrides"), ("source",)}  # mappings whose keys are not checked here
 NULLABLE = {
     ("data", "dir"): (str,),
     ("data", "neurons"): (str, list, int),
@@ -94,12 +96,15 @@ def _merge(where, base, new, path=()):
         if k not in base:
             known = ", ".join(sorted(base))
             raise ConfigError(f"{where}: unknown key {'.'.join(key)!r} (known: {known})")
-        if isinstance(base[k], dict) and key != ("model", "overrides"):
+        if isinstance(base[k], dict) and key not in FREE_FORM:
             if not isinstance(v, dict):
                 raise ConfigError(f"{where}: {'.'.join(key)} must be a mapping")
             _merge(where, base[k], v, key)
         else:
-            _check_type(where, v, base[k], key)
+            if key in FREE_FORM and not isinstance(v, dict):
+                raise ConfigError(f"{where}: {'.'.join(key)} must be a mapping")
+            if key not in FREE_FORM:
+                _check_type(where, v, base[k], key)
             base[k] = copy.deepcopy(v)
 
 

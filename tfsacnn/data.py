@@ -159,9 +159,7 @@ def _records(files: list[str], shuffle: bool, seed: int, input_context):
         lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP", buffer_size=READ_BUFFER),
         cycle_length=max(1, min(n_files, os.cpu_count() or 1, 8)), block_length=16,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if n_pipes > 1 and not by_file:
-        ds = ds.shard(n_pipes, pipe)  # same seeded order on every pipeline -> disjoint parts
-    return ds
+    return ds, (n_pipes if n_pipes > 1 and not by_file else 1), pipe
 
 
 def _dataset(directory, split, batch_size, *, shuffle, seed, repeat, neurons, verify, input_context,
@@ -178,13 +176,25 @@ def _dataset(directory, split, batch_size, *, shuffle, seed, repeat, neurons, ve
     files = _shard_files(directory, info, verify)
     idx = None if neurons is None else parse_neurons(neurons, m["n_neurons"])
     n_repeats = info.get("n_repeats") if with_repeats else None
-    ds = _records(files, shuffle, seed, input_context)
+    ds, n_split, pipe = _records(files, shuffle, seed, input_context)
+    if n_split > 1 and seed is None:
+        seed = 0  # every pipeline must draw the same order
     if shuffle:
         ds = ds.shuffle(min(SHUFFLE_BUFFER, max(1, info["count"])), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    bs = int(batch_size)
+    if n_split > 1:
+        # Fewer shards than pipelines: every pipeline reads the same seeded stream, cuts it
+        # into global batches (a final partial one is dropped, so all workers take the same
+        # number of steps) and keeps its own slice; a global batch is then exactly the one a
+        # single device would see.
+        ds = ds.batch(bs * n_split, drop_remainder=True)
+    else:
+        ds = ds.batch(bs, drop_remainder=drop_remainder)
     ds = ds.map(_parser(m["image_size"], m["n_neurons"], idx, n_repeats), num_parallel_calls=tf.data.AUTOTUNE)
+    if n_split > 1:
+        ds = ds.map(lambda *t: tuple(a[pipe * bs:(pipe + 1) * bs] for a in t))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Already sharded for input_context; otherwise let tf.distribute shard by example (works with

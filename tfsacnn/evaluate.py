@@ -1,6 +1,10 @@
 """Recompute a run's metrics from its exported SavedModel.
 
-`python -m tfsacnn.evaluate --run RUN_DIR [--data DIR] [--split val|test] [--out FILE.json]`
+`python -m tfsacnn.evaluate --run RUN_DIR [--data DIR] [--split val|test] [--out FILE.json]
+[--save]`
+
+`--save` records the result in `RUN_DIR/metrics.json` (creating it for runs that have
+none, such as imported PyTorch checkpoints), so `tfsacnn.compare` can use the run.
 
 Loads `RUN_DIR/saved_model` with plain TensorFlow (the `serve` endpoint), predicts the
 split of the dataset (default: the run's own `data.dir`, and its neurons), and prints the
@@ -63,7 +67,38 @@ def evaluate_run(run, data=None, split="val", top_k=10, batch_size=500):
         raise TfsacnnError(f"{sm}: predicts {pred.shape[1]} neurons, {data} selection has "
                            f"{y.shape[1]}")
     scores = metrics_lib.evaluate(y, pred, top_k=min(top_k, len(y)), repeats=reps)
-    return split_entry(scores, len(y))
+    return split_entry(scores, len(y)), {"data": data, "neurons": neurons, "manifest": manifest}
+
+
+def save_metrics(run, split, entry, info):
+    """Add `entry` as `splits[split]` of RUN/metrics.json (created if absent)."""
+    import keras
+
+    from . import fit, models
+
+    run = pathlib.Path(run)
+    path = run / "metrics.json"
+    if path.exists():
+        metrics = json.loads(path.read_text())
+    else:
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        model = keras.saving.load_model(run / "model.keras", compile=False)
+        metrics = {
+            "model": cfg.get("model", {}).get("name", model.name),
+            "core": cfg.get("model", {}).get("core", "independent"),
+            "trainable_params_per_neuron": models.count_trainable(model)
+            // model.output_shape[-1],
+            "neurons": info["neurons"],
+            "neuron_ids": [info["manifest"]["neuron_ids"][i] for i in info["neurons"]],
+            "data": {"dir": str(pathlib.Path(info["data"]).resolve()),
+                     "manifest_sha256": fit.manifest_sha256(info["data"])},
+            "selection_split": None, "best_epoch": [None] * len(info["neurons"]),
+            "splits": {},
+        }
+    metrics["splits"][split] = entry
+    tmp = path.with_name("metrics.json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=1))
+    os.replace(tmp, path)
 
 
 def main(argv=None):
@@ -74,9 +109,13 @@ def main(argv=None):
     p.add_argument("--split", default="val", help="split to evaluate (val, test, ...)")
     p.add_argument("--top-k", type=int, default=10, help="peak-tuning top_k (default 10)")
     p.add_argument("--out", help="also write the result as JSON here")
+    p.add_argument("--save", action="store_true",
+                   help="record the result in RUN_DIR/metrics.json (for compare)")
     args = p.parse_args(argv)
     try:
-        entry = evaluate_run(args.run, args.data, args.split, args.top_k)
+        entry, info = evaluate_run(args.run, args.data, args.split, args.top_k)
+        if args.save:
+            save_metrics(args.run, args.split, entry, info)
     except TfsacnnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
