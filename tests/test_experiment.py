@@ -1,0 +1,71 @@
+"""tfsacnn.experiment end to end on a tiny version of configs/experiments/sa_vs_cnn.yaml."""
+import json
+
+import pandas as pd
+import pytest
+
+from tfsacnn import experiment
+
+from tests.conftest import REPO
+
+SA_VS_CNN = REPO / "configs" / "experiments" / "sa_vs_cnn.yaml"
+TINY = ["site.neurons=4", "site.train=200", "site.val=100", "site.test=100", "site.repeats=4",
+        "models=[ff_cnn, ff_sa_cnn]", "train.epochs=1", "model.overrides={channels: 4}",
+        "eval.tuning_curve_neurons=1"]
+
+
+def _argv(out, *extra):
+    return [str(SA_VS_CNN), "--out", str(out), *[x for s in TINY for x in ("--set", s)], *extra]
+
+
+@pytest.mark.slow
+def test_tiny_experiment_end_to_end(tmp_path, capsys):
+    out = tmp_path / "exp"
+    assert experiment.main(_argv(out)) == 0
+    md = (out / "table.md").read_text()
+    df = pd.read_csv(out / "table.csv")
+    for model in ("ff_cnn", "ff_sa_cnn"):
+        assert model in md
+        assert (out / "runs" / model / "metrics.json").is_file()
+    for group in ("surround", "control"):
+        assert group in md
+    assert set(df["group"]) == {"surround", "control"}
+    assert set(df["model"]) == {"ff_cnn", "ff_sa_cnn"}
+    assert (df["split"] == "test").all()
+    assert df["n_neurons"].sum() == 2 * 4          # every neuron in one group, per model
+    assert df["corr_over_nc"].notna().all() and df["mean_corr_i_over_nc_i"].notna().all()
+    refs = pd.read_csv(out / "references.csv")
+    truth = refs[refs["reference"] == "ground truth"]
+    assert ((truth["corr_over_nc"] - 1).abs() < 1e-6).all()   # ground truth reaches the ceiling
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["criterion_ff_sa_vs_ff_cnn_surround"]) == {"corr", "pt_s", "pt_j"}
+    assert "surround/ff_sa_cnn" in summary["paired"]
+    # a second call reuses the site and the finished runs
+    capsys.readouterr()
+    assert experiment.main(_argv(out)) == 0
+    assert "reusing finished run" in capsys.readouterr().out
+    # a different experiment in the same directory is refused
+    assert experiment.main(_argv(out, "--set", "train.epochs=2")) == 2
+    assert "different experiment" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("item, message", [
+    ("sitee.neurons=3", "unknown key 'sitee'"),
+    ("site.neuron=3", "unknown key 'site.neuron'"),
+    ("train.epoch=3", "unknown key 'train.epoch'"),
+    ("models=[ff_cnn, nope]", "unknown model 'nope'"),
+    ("report.split=train", "report.split"),
+])
+def test_bad_keys_are_one_line_errors(tmp_path, capsys, item, message):
+    assert experiment.main([str(SA_VS_CNN), "--out", str(tmp_path / "x"), "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_key_in_yaml(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SA_VS_CNN.read_text() + "\nepochs: 3\n")
+    assert experiment.main([str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'epochs'" in err and err.count("\n") == 1

@@ -1,0 +1,470 @@
+"""Run a whole experiment from one YAML file: synthesise a site, train several models, compare.
+
+    python -m tfsacnn.experiment configs/experiments/sa_vs_cnn.yaml [--out DIR]
+        [--set KEY=VALUE ...] [--overwrite]
+
+The experiment file (see configs/experiments/sa_vs_cnn.yaml) has the sections
+
+    out       output directory (default runs/<file stem>)
+    site      data_prep.synthesize arguments: neurons, train, val, test, repeats, seed,
+              surround_fraction
+    models    model names; each is trained from configs/<name>.yaml
+    baseline  the model every other one is paired against (default: the first)
+    model     common `model` settings (core, overrides), passed to tfsacnn.fit as --set
+    train     common `train` settings (epochs, batch_size, ...), passed as --set
+    eval      common `eval` settings, passed as --set
+    report    split: test | val | auto (auto = test when the site has one)
+
+`--set site.neurons=3`, `--set models=[ff_cnn,ff_sa_cnn]`, `--set train.epochs=1`
+override a key (value parsed as YAML). Unknown keys are refused with one line
+`error: ...` and exit code 2, before any work starts.
+
+OUT receives:
+
+    site/                 the synthetic dataset (with ground_truth.npz)
+    runs/<model>/         one tfsacnn.fit run directory per model
+    experiment.yaml       the resolved experiment
+    table.md, table.csv   tfsacnn.compare --group-by-surround on the report split, plus the
+                          fraction of the noise ceiling and two reference rows
+    summary.json          the same numbers, the verdict and the wall times
+
+Fraction of the noise ceiling, per group of neurons, is given two ways:
+`corr / NC` = mean CORR / mean noise ceiling (ratio of means), and `mean(corr_i / NC_i)`
+(per-neuron normalised, then averaged). The noise ceiling NC_i is the Pearson r of the
+repeat-mean target with the noise-free response (ground_truth.npz `noise_ceiling` on val,
+`noise_ceiling_test` on test). Reference rows: `ground truth` predicts with the noise-free
+response itself (its CORR is the ceiling); `CRF-only truth` predicts with the same model
+neuron whose surround terms are held at their means (data_prep.v1_model, context=False),
+i.e. the best any surround-blind model could do.
+
+An existing OUT is reused (site and finished runs are not redone) when its
+experiment.yaml equals the resolved experiment; an unfinished run is resumed; a
+different experiment.yaml is refused unless --overwrite.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import yaml  # noqa: E402
+
+from .errors import ConfigError, TfsacnnError  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+ALPHA = 0.05
+
+SITE_DEFAULTS = {"neurons": 24, "train": 8000, "val": 1000, "test": 1000, "repeats": 10,
+                 "seed": 0, "surround_fraction": 0.5}
+DEFAULTS = {
+    "out": None,
+    "site": SITE_DEFAULTS,
+    "models": ["ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn"],
+    "baseline": None,
+    "model": {},
+    "train": {},
+    "eval": {},
+    "report": {"split": "auto"},
+}
+# sections whose keys are checked by tfsacnn.config (the fit config schema)
+FIT_SECTIONS = ("model", "train", "eval")
+
+
+# --------------------------------------------------------------------------- config
+def _set_item(item):
+    if "=" not in item:
+        raise ConfigError(f"--set {item}: expected KEY=VALUE (e.g. site.neurons=3)")
+    path, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item}: invalid YAML value ({str(e).splitlines()[0]})") from None
+    for part in reversed(path.split(".")):
+        value = {part: value}
+    return value
+
+
+def _merge(where, base, new, path=()):
+    for k, v in new.items():
+        key = path + (k,)
+        name = ".".join(map(str, key))
+        if path == () and k not in base:
+            raise ConfigError(f"{where}: unknown key {name!r} (known: {', '.join(base)})")
+        if path == ("site",) and k not in SITE_DEFAULTS:
+            raise ConfigError(f"{where}: unknown key {name!r} (known: {', '.join(SITE_DEFAULTS)})")
+        if path == ("report",) and k != "split":
+            raise ConfigError(f"{where}: unknown key {name!r} (known: split)")
+        if isinstance(base.get(k), dict) and (path == () or path[0] in FIT_SECTIONS):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}: {name} must be a mapping")
+            _merge(where, base[k], v, key)
+        else:
+            base[k] = copy.deepcopy(v)
+
+
+def load(path, sets=(), out=None):
+    """The resolved experiment dict from a YAML file plus `--set` overrides (ConfigError)."""
+    from . import config as config_lib
+    from . import models as models_lib
+
+    path = pathlib.Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: an experiment must be a mapping of sections")
+    exp = copy.deepcopy(DEFAULTS)
+    _merge(str(path), exp, raw)
+    for item in sets:
+        _merge(f"--set {item}", exp, _set_item(item))
+    if out is not None:
+        exp["out"] = str(out)
+    if exp["out"] is None:
+        exp["out"] = f"runs/{path.stem}"
+    where = str(path)
+
+    site = exp["site"]
+    for k, v in site.items():
+        if k == "surround_fraction":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise ConfigError(f"{where}: site.surround_fraction must be a number in [0, 1], got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, int) or v < (0 if k in ("test", "seed") else 1):
+            raise ConfigError(f"{where}: site.{k} must be an integer"
+                              f"{'' if k == 'seed' else ' >= 1' if k != 'test' else ' >= 0'}, got {v!r}")
+    models = exp["models"]
+    if (not isinstance(models, list) or not models
+            or not all(isinstance(m, str) for m in models)):
+        raise ConfigError(f"{where}: models must be a non-empty list of model names")
+    if len(set(models)) != len(models):
+        raise ConfigError(f"{where}: models has duplicates")
+    for m in models:
+        if m not in models_lib.names():
+            raise ConfigError(f"{where}: models: unknown model {m!r} (known: {', '.join(models_lib.names())})")
+        if not (CONFIGS / f"{m}.yaml").is_file():
+            raise ConfigError(f"{where}: models: {CONFIGS / (m + '.yaml')} not found")
+    if exp["baseline"] is None:
+        exp["baseline"] = models[0]
+    if exp["baseline"] not in models:
+        raise ConfigError(f"{where}: baseline {exp['baseline']!r} is not one of models")
+    split = exp["report"]["split"]
+    if split not in ("auto", "val", "test"):
+        raise ConfigError(f"{where}: report.split must be auto, val or test, got {split!r}")
+    if split == "test" and site["test"] == 0:
+        raise ConfigError(f"{where}: report.split is test but site.test is 0")
+    if exp["eval"].get("selection_split", "val") == "test":
+        raise ConfigError(f"{where}: eval.selection_split must not be the report split")
+    # the fit sections go through the fit config schema now, so a bad key fails early
+    for m in models:
+        try:
+            config_lib.load(CONFIGS / f"{m}.yaml", fit_sets(exp))
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {str(e).split(': ', 1)[-1]}") from None
+    return exp
+
+
+def fit_sets(exp):
+    """The common `--set section.key=value` overrides of every model's fit config."""
+    sets = []
+    for section in FIT_SECTIONS:
+        for k, v in exp[section].items():
+            sets.append(f"{section}.{k}={json.dumps(v)}")
+    return sets
+
+
+def report_split(exp):
+    s = exp["report"]["split"]
+    return ("test" if exp["site"]["test"] else "val") if s == "auto" else s
+
+
+# --------------------------------------------------------------------------- steps
+def prepare_out(exp, overwrite, log):
+    out = pathlib.Path(exp["out"])
+    record = out / "experiment.yaml"
+    text = yaml.safe_dump(exp, sort_keys=False)
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif not record.is_file():
+            raise TfsacnnError(f"{out}: exists and is not an experiment directory "
+                               f"(use --overwrite or another --out)")
+        elif yaml.safe_load(record.read_text()) != yaml.safe_load(text):
+            raise TfsacnnError(f"{out}: holds a different experiment ({record}); use "
+                               f"--overwrite to replace it, or another --out")
+        else:
+            log(f"reusing {out} (same experiment.yaml)")
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(text)
+    return out
+
+
+def make_site(exp, out, log):
+    from data_prep.synthesize import synthesize
+
+    site_dir = out / "site"
+    if (site_dir / "manifest.json").is_file() and (site_dir / "ground_truth.npz").is_file():
+        log(f"site: reusing {site_dir}")
+        return site_dir, 0.0
+    t = time.perf_counter()
+    s = exp["site"]
+    log(f"site: synthesising {s['neurons']} neurons, {s['train']} train / {s['val']} val / "
+        f"{s['test']} test images into {site_dir}")
+    synthesize(site_dir, neurons=s["neurons"], train=s["train"], val=s["val"], test=s["test"],
+               repeats=s["repeats"], seed=s["seed"], surround_fraction=float(s["surround_fraction"]),
+               overwrite=True, progress=True)
+    return site_dir, time.perf_counter() - t
+
+
+def train_model(exp, name, site_dir, out, log):
+    from . import fit
+
+    run = out / "runs" / name
+    if (run / "metrics.json").is_file():
+        log(f"{name}: reusing finished run {run}")
+        return run, 0.0
+    argv = ["--config", str(CONFIGS / f"{name}.yaml"), "--data", str(site_dir),
+            "--out", str(run)]
+    for item in fit_sets(exp):
+        argv += ["--set", item]
+    if (run / "checkpoints").is_dir() and (run / "config.yaml").is_file():
+        argv.append("--resume")
+    elif run.exists():
+        argv.append("--overwrite")
+    log(f"{name}: python -m tfsacnn.fit {' '.join(argv)}")
+    t = time.perf_counter()
+    rc = fit.main(argv)
+    if rc != 0:
+        raise TfsacnnError(f"{run}: tfsacnn.fit failed (exit {rc})")
+    return run, time.perf_counter() - t
+
+
+def reference_scores(site_dir, split, top_k):
+    """Per-neuron CORR/PT of the ground truth and of the CRF-only model neuron on `split`."""
+    import numpy as np
+
+    from data_prep import v1_model
+
+    from . import data as data_lib
+    from . import metrics as metrics_lib
+
+    gt_path = site_dir / "ground_truth.npz"
+    with np.load(gt_path, allow_pickle=False) as z:
+        clean = z[f"{split}_noise_free"].astype(np.float64)
+        ceiling = z["noise_ceiling" if split == "val" else f"noise_ceiling_{split}"].astype(np.float64)
+        has_surround = z["has_surround"].astype(bool)
+    params = v1_model.load_params(gt_path)
+    images, target = data_lib.load_numpy(site_dir, split, verify=False)
+    crf_only = v1_model.responses(images[..., 0], params, context=False)
+    k = min(top_k, len(target))
+    refs = {"ground truth": metrics_lib.evaluate(target, clean, top_k=k),
+            "CRF-only truth": metrics_lib.evaluate(target, crf_only, top_k=k)}
+    return refs, ceiling, has_surround
+
+
+# --------------------------------------------------------------------------- report
+def _ceiling_fractions(corr, ceiling):
+    import numpy as np
+
+    ok = np.isfinite(corr) & np.isfinite(ceiling) & (ceiling > 0)
+    if not ok.any():
+        return math.nan, math.nan
+    return (float(corr[ok].mean() / ceiling[ok].mean()),
+            float(np.mean(corr[ok] / ceiling[ok])))
+
+
+def build_report(exp, out, runs, site_dir, split):
+    """-> (markdown str, DataFrame, summary dict)."""
+    import numpy as np
+    import pandas as pd
+
+    from . import compare
+
+    names = list(runs)
+    base = exp["baseline"]
+    df = compare.compare_runs([str(runs[n]) for n in names], baseline=str(runs[base]),
+                              split=split, group_by_surround=True)
+    top_k = exp["eval"].get("top_k", 10)
+    refs, ceiling, has_surround = reference_scores(site_dir, split, top_k)
+    per_run = {n: compare.load_run(runs[n], split) for n in names}
+    neurons = per_run[base]["neurons"]
+    groups = {"surround": has_surround[neurons], "control": ~has_surround[neurons]}
+    nc = ceiling[neurons]
+
+    # noise-ceiling fractions, one per row of the compare table
+    frac_mean, frac_per = [], []
+    by_dir = {str(runs[n]): n for n in names}
+    for _, r in df.iterrows():
+        sel = groups[r["group"]]
+        corr = per_run[by_dir[r["run"]]]["per_neuron"]["corr"]
+        a, b = _ceiling_fractions(corr[sel], nc[sel])
+        frac_mean.append(a)
+        frac_per.append(b)
+    df["noise_ceiling_mean"] = [float(np.nanmean(nc[groups[g]])) for g in df["group"]]
+    df["corr_over_nc"] = frac_mean
+    df["mean_corr_i_over_nc_i"] = frac_per
+    df["run"] = [by_dir[r] for r in df["run"]]
+    df["baseline"] = base
+    df["split"] = split
+
+    # reference rows (not models): the ground truth and its CRF-only version
+    ref_rows = []
+    for gname, sel in groups.items():
+        if not sel.any():
+            continue
+        for rname, sc in refs.items():
+            corr = sc["corr"][neurons][sel]
+            a, b = _ceiling_fractions(corr, nc[sel])
+            ref_rows.append({"group": gname, "reference": rname, "n_neurons": int(sel.sum()),
+                             "corr": float(np.nanmean(corr)),
+                             "pt_s_pct": 100 * float(np.nanmean(sc["pt_s"][neurons][sel])),
+                             "pt_j_pct": 100 * float(np.nanmean(sc["pt_j"][neurons][sel])),
+                             "corr_over_nc": a, "mean_corr_i_over_nc_i": b})
+    refs_df = pd.DataFrame(ref_rows)
+
+    verdict = {}
+    for g in ("surround", "control"):
+        rows = df[(df["group"] == g) & ~df["is_baseline"]]
+        for _, r in rows.iterrows():
+            verdict[f"{g}/{r['model']}"] = {
+                m: {"diff": _clean(r[f"{compare._COL[m]}_diff"]), "p": _clean(r[f"{m}_p"]),
+                    "n_improved": _int(r[f"{m}_n_improved"]), "n_paired": _int(r[f"{m}_n_paired"]),
+                    "better_p05": bool(r[f"{compare._COL[m]}_diff"] > 0 and r[f"{m}_p"] < ALPHA)}
+                for m in compare.METRICS}
+    key = "surround/ff_sa_cnn"
+    criterion = None
+    if key in verdict and base == "ff_cnn":
+        v = verdict[key]
+        criterion = {"corr": v["corr"]["better_p05"], "pt_s": v["pt_s"]["better_p05"],
+                     "pt_j": v["pt_j"]["better_p05"]}
+
+    md = _markdown(exp, df, refs_df, split, criterion)
+    summary = {"experiment": exp, "split": split, "alpha": ALPHA, "criterion_ff_sa_vs_ff_cnn_surround": criterion,
+               "paired": verdict,
+               "table": json.loads(df.to_json(orient="records")),
+               "references": json.loads(refs_df.to_json(orient="records"))}
+    return md, df, refs_df, summary
+
+
+def _clean(x):
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def _int(x):
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _f(x, fmt):
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _markdown(exp, df, refs_df, split, criterion):
+    from . import compare
+
+    s = exp["site"]
+    lines = [f"Site: {s['neurons']} neurons (surround fraction {s['surround_fraction']}), "
+             f"{s['train']} train / {s['val']} val / {s['test']} test images, "
+             f"{s['repeats']} repeats, seed {s['seed']}. Training: "
+             f"{', '.join(f'{k}={v}' for k, v in exp['train'].items()) or 'config defaults'}; "
+             f"epoch selected per neuron on {exp['eval'].get('selection_split', 'val')}. "
+             f"Reported split: **{split}**. Paired against **{exp['baseline']}** over the "
+             f"neurons of each group (Wilcoxon signed-rank, two-sided).", ""]
+    lines.append(compare.to_markdown(df).rstrip("\n"))
+    lines += ["", "Fraction of the noise ceiling (NC: Pearson r of the repeat-mean target with "
+              "the noise-free response, from ground_truth.npz). `CORR/NC` = mean CORR / mean NC "
+              "over the group's neurons; `mean(CORR_i/NC_i)` = per-neuron ratio, averaged.", "",
+              "| group | model | mean NC | CORR/NC | mean(CORR_i/NC_i) |", "|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        lines.append(f"| {r['group']} | {r['model']} | {_f(r['noise_ceiling_mean'], '.3f')} | "
+                     f"{_f(r['corr_over_nc'], '.3f')} | {_f(r['mean_corr_i_over_nc_i'], '.3f')} |")
+    if len(refs_df):
+        lines += ["", "Reference predictors (not fitted): `ground truth` = the noise-free response "
+                  "(its CORR is the noise ceiling); `CRF-only truth` = the same model neuron with "
+                  "its surround terms held at their means, the best a surround-blind model can do.",
+                  "", "| group | reference | neurons | CORR | PT_S % | PT_J % | CORR/NC |",
+                  "|---|---|---|---|---|---|---|"]
+        for _, r in refs_df.iterrows():
+            lines.append(f"| {r['group']} | {r['reference']} | {r['n_neurons']} | "
+                         f"{_f(r['corr'], '.3f')} | {_f(r['pt_s_pct'], '.1f')} | "
+                         f"{_f(r['pt_j_pct'], '.1f')} | {_f(r['corr_over_nc'], '.3f')} |")
+    if criterion is not None:
+        ok = ", ".join(f"{m.upper()} {'yes' if v else 'no'}" for m, v in criterion.items())
+        lines += ["", f"Criterion (surround neurons, ff_sa_cnn > ff_cnn with p < {ALPHA}): {ok}."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- CLI
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m tfsacnn.experiment", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", help="experiment YAML, e.g. configs/experiments/sa_vs_cnn.yaml")
+    p.add_argument("--out", help="output directory (overrides `out`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key, value parsed as YAML, e.g. site.neurons=3 (repeatable)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output directory that holds a different experiment")
+    return p
+
+
+def run(args):
+    t_all = time.perf_counter()
+
+    def log(msg):
+        print(f"[experiment {time.perf_counter() - t_all:7.1f}s] {msg}", flush=True)
+
+    exp = load(args.experiment, args.set, args.out)
+    out = prepare_out(exp, args.overwrite, log)
+    split = report_split(exp)
+    site_dir, t_site = make_site(exp, out, log)
+    seconds = {"site": round(t_site, 1)}
+    runs = {}
+    for name in exp["models"]:
+        runs[name], t = train_model(exp, name, site_dir, out, log)
+        seconds[name] = round(t, 1)
+        log(f"{name}: done ({t:.0f} s)")
+    md, df, refs_df, summary = build_report(exp, out, runs, site_dir, split)
+    seconds["total"] = round(time.perf_counter() - t_all, 1)
+    summary["seconds"] = seconds
+    summary["command"] = "python -m tfsacnn.experiment " + " ".join(
+        [args.experiment] + (["--out", args.out] if args.out else [])
+        + [x for s in args.set for x in ("--set", s)])
+    (out / "table.md").write_text(md)
+    df.to_csv(out / "table.csv", index=False)
+    refs_df.to_csv(out / "references.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(md, end="")
+    log(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'references.csv'} and "
+        f"{out / 'summary.json'}; wall times (s): {seconds}")
+    return summary
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except TfsacnnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
