@@ -25,10 +25,10 @@ from tfsacnn.errors import DataError
 SCHEMA_VERSION = 1
 SPLIT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 NOISE_CEILING_METHOD = "split_half_spearman_brown"
-# zlib level 1: float32 pixels barely compress (level 6 saves <1% more on them) and level 1
-# writes and reads a little faster. Level 0 (stored GZIP) reads ~2.5x and writes ~6x faster
-# at ~+20% size; not the default.
-COMPRESSION_LEVEL = 1
+# GZIP level 0 (stored): float32 pixels barely compress (level 1 saves ~15% of the size,
+# level 6 <1% more), while reading stored GZIP is ~2-3x faster and writing ~3-6x faster
+# (`python -m tfsacnn.bench data`). The reader needs >= 20k examples/s on 2 cores.
+COMPRESSION_LEVEL = 0
 
 
 # --------------------------------------------------------------------------- tf.train.Example bytes
