@@ -194,3 +194,32 @@ def test_missing_data_and_existing_run_refused(site, tiny_run, tmp_path, capsys)
     assert "manifest.json not found" in capsys.readouterr().err
     assert _fit(site, tiny_run) == 2
     assert "already there" in capsys.readouterr().err
+
+
+def test_neuron_chunks_match_one_pass(site, tmp_path):
+    """neurons_per_step trains chunks of neurons one after another; with dropout off (its
+    masks depend on how many channels are drawn at once) each neuron ends as in one pass."""
+    args = ["--set", "model.overrides={channels: 6, dropout: 0.0}"]
+    assert _fit(site, tmp_path / "one", *args) == 0
+    assert _fit(site, tmp_path / "chunks", *args, "--set", "train.neurons_per_step=2") == 0
+    a, b = _metrics(tmp_path / "one"), _metrics(tmp_path / "chunks")
+    assert a["best_epoch"] == b["best_epoch"]
+    for split in ("val", "test"):
+        pa, pb = a["splits"][split]["per_neuron"], b["splits"][split]["per_neuron"]
+        np.testing.assert_allclose(pa["corr"], pb["corr"], atol=1e-3)
+        np.testing.assert_allclose(pa["pt_j"], pb["pt_j"], atol=0.1 + 1e-9)
+    assert (tmp_path / "chunks" / "checkpoints" / "chunk00002.npz").exists()
+
+
+def test_evaluate_save_makes_a_run_comparable(tiny_run, tmp_path):
+    import shutil
+
+    from tfsacnn import compare, evaluate
+
+    run = tmp_path / "imported"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").unlink()
+    assert evaluate.main(["--run", str(run), "--split", "test", "--save"]) == 0
+    table = compare.compare_runs([tiny_run, run], split="test")
+    assert len(table) == 2
+    np.testing.assert_allclose(table["corr"].iloc[0], table["corr"].iloc[1], atol=1e-5)

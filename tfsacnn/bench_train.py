@@ -29,6 +29,10 @@ def add_arguments(p):
     p.add_argument("--baseline", choices=["none", "torch"], default="none",
                    help="also time the paper's per-neuron PyTorch loop in this run")
     p.add_argument("--threads", type=int, default=0, help="intra/inter-op threads (0: TF default)")
+    p.add_argument("--site-images", type=int, default=34000,
+                   help="images per epoch for the extrapolated site time (default 34000)")
+    p.add_argument("--site-epochs", type=int, default=50,
+                   help="epochs for the extrapolated site time (default 50)")
 
 
 def forward_flops(name, **overrides):
@@ -171,6 +175,9 @@ def main(args):
         "gflops_per_s": round(rate * flops / 1e9, 2),
         "peak_rss_mb": round(_peak_rss_mb(), 1), "cpu_count": os.cpu_count(),
     }
+    epoch_s = -(-args.site_images // args.batch) * step_s
+    out["epoch_s_extrapolated"] = round(epoch_s, 1)  # these neurons, --site-images images
+    out["site_minutes_extrapolated"] = round(epoch_s * args.site_epochs / 60, 1)
     if args.core == "shared":
         out["note"] = "gflops_per_s counts a per-neuron network per neuron (as independent)"
     if args.baseline == "torch":

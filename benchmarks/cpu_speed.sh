@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The CPU figures of the README's "Speed and memory" section (2 cores). Each line is one
+# JSON record; ratios are against baselines timed in the same process.
+set -euo pipefail
+export TF_CPP_MIN_LOG_LEVEL=2
+# independent core vs the paper's PyTorch per-neuron loop, timed in the same run
+python -m tfsacnn.bench train --model ff_sa_cnn --neurons 32 --batch 50 --steps 20 --baseline torch
+# shared core at the same 32 neurons
+python -m tfsacnn.bench train --model ff_sa_cnn --neurons 32 --batch 50 --steps 20 --core shared
+# memory vs neurons (peak RSS of one process per size)
+for n in 8 16 32 64; do
+  python -m tfsacnn.bench train --model ff_sa_cnn --neurons "$n" --batch 50 --steps 5
+done
