@@ -211,14 +211,15 @@ class Trainer:
 
     # ----------------------------------------------------------------- building
 
-    def build_model(self, n_neurons):
+    def build_model(self, n_neurons, load_init=True):
+        """The configured model; `load_init`: copy `train.init_from` weights into it."""
         m, t = self.cfg["model"], self.cfg["train"]
         overrides = dict(m["overrides"])
         overrides.setdefault("seed", t["seed"])
         if self.strategy.num_replicas_in_sync > 1:
             overrides.setdefault("synchronized_bn", True)
         model = models.build(m["name"], n_neurons=n_neurons, core=m["core"], **overrides)
-        if t["init_from"]:
+        if t["init_from"] and load_init:
             copied = init_from_run(model, t["init_from"], t["init_blocks"])
             self.log(f"init_from {t['init_from']}: {len(copied)} variables loaded")
         frozen = apply_freeze(model, t["freeze"], t["frozen_bn"])
@@ -325,7 +326,11 @@ class Trainer:
 
     def _fit_chunks(self, chunk, resume, callbacks):
         """Independent neurons in chunks of `chunk`: memory bounded by the chunk size."""
-        full = None
+        # The whole site's weights are small (activations are what chunks bound): build
+        # them once, so every neuron starts from the same initial weights as in one pass.
+        keras.utils.set_random_seed(self.cfg["train"]["seed"])
+        with self.strategy.scope():
+            full = self.build_model(len(self.neurons))
         history, best_epoch = [], []
         for start in range(0, len(self.neurons), chunk):
             part = self.neurons[start:start + chunk]
@@ -333,21 +338,24 @@ class Trainer:
             sub = Trainer.__new__(Trainer)
             sub.__dict__.update(self.__dict__)
             sub.ckpt_path = self.run_dir / "checkpoints" / f"chunk{start:05d}.npz"
-            model, hist, best = sub._fit_neurons(part, resume, callbacks, tag=tag)
-            if full is None:
-                with self.strategy.scope():
-                    full = self.build_model(len(self.neurons))
+            model, hist, best = sub._fit_neurons(part, resume, callbacks, tag=tag,
+                                                 init=(full, start))
             for j in range(len(part)):
                 models.set_neuron_weights(full, start + j, models.neuron_weights(model, j))
             history.append(hist)
             best_epoch.extend(best.tolist())
         return full, history, np.asarray(best_epoch)
 
-    def _fit_neurons(self, neurons, resume, callbacks, tag):
+    def _fit_neurons(self, neurons, resume, callbacks, tag, init=None):
+        """Train `neurons`; `init=(full_model, start)` starts them from its neurons start..."""
         t, e = self.cfg["train"], self.cfg["eval"]
         keras.utils.set_random_seed(t["seed"])
         with self.strategy.scope():
-            model = self.build_model(len(neurons))
+            model = self.build_model(len(neurons), load_init=init is None)
+            if init is not None:
+                full, start = init
+                for j in range(len(neurons)):
+                    models.set_neuron_weights(model, j, models.neuron_weights(full, start + j))
             optimizer = self.make_optimizer()
             optimizer.build(model.trainable_variables)
         independent = self.cfg["model"]["core"] == "independent"
