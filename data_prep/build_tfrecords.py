@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from data_prep import loaders, preprocess  # noqa: E402
 from data_prep.writer import write_dataset  # noqa: E402
-from tfsacnn.errors import ConfigError, DataError, TfsacnnError  # noqa: E402
+from tfsacnn.errors import ConfigError, DataError, run_cli  # noqa: E402
 
 SACNN_FILES = {"train_images": "train_img_{site}.npy", "train_responses": "trainRsp_{site}.npy",
                "val_images": "val_img_{site}.npy", "val_responses": "valRsp_{site}.npy"}
@@ -315,12 +315,9 @@ def main(argv=None) -> int:
     """CLI entry point; bad input -> `error: <file>: <problem>` on stderr and SystemExit(2)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        out = build(args, argv)
-    except TfsacnnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"wrote {out}")
+    code = run_cli(lambda: print(f"wrote {build(args, argv)}"), path=args.out)
+    if code:
+        raise SystemExit(code)
     return 0
 
 

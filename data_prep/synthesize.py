@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from data_prep import stimuli, v1_model  # noqa: E402
-from tfsacnn.errors import ConfigError, DataError, TfsacnnError  # noqa: E402
+from tfsacnn.errors import ConfigError, DataError, run_cli  # noqa: E402
 
 __all__ = ["synthesize", "response_statistics", "statistics_summary", "generate_site", "main",
            "build_parser", "REAL_RANGES"]
@@ -310,16 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
+
+    def write():
         out = synthesize(args.out, neurons=args.neurons, train=args.train, val=args.val, test=args.test,
                          repeats=args.repeats, size=args.size, seed=args.seed,
                          surround_fraction=args.surround_fraction, images=args.images,
                          overwrite=args.overwrite, progress=not args.quiet, shard_size=args.shard_size,
                          command="python -m data_prep.synthesize " + shlex.join(argv))
-    except TfsacnnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"wrote {out}")
+        print(f"wrote {out}")
+
+    code = run_cli(write, path=args.out)
+    if code:
+        raise SystemExit(code)
     return 0
 
 

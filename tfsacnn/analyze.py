@@ -39,7 +39,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 from tfsacnn import plots  # noqa: E402
-from tfsacnn.errors import ConfigError, TfsacnnError  # noqa: E402
+from tfsacnn.errors import ConfigError, TfsacnnError, run_cli  # noqa: E402
+from tfsacnn.files import read_json, read_yaml  # noqa: E402
 
 TUNING_PER_PAGE = 16
 ATTENTION_PER_PAGE = 8
@@ -52,27 +53,11 @@ class AnalyzeError(TfsacnnError):
 
 # --------------------------------------------------------------------------- the run
 def _read_json(path):
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise AnalyzeError(f"{path}: cannot read ({e})") from None
-    except json.JSONDecodeError as e:
-        raise AnalyzeError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    if not isinstance(value, dict):
-        raise AnalyzeError(f"{path}: expected a JSON object")
-    return value
+    return read_json(path, AnalyzeError)
 
 
 def _read_yaml(path):
-    import yaml
-
-    try:
-        value = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise AnalyzeError(f"{path}: cannot read ({e})") from None
-    except yaml.YAMLError as e:
-        raise AnalyzeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return value if isinstance(value, dict) else {}
+    return read_yaml(path, AnalyzeError)
 
 
 def _use_runnable_convs(model):
@@ -446,17 +431,10 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    try:
-        analyze(args.run, data_dir=args.data, split=args.split, neurons=args.neurons,
-                top=args.top, out=args.out, tensorboard=args.tensorboard, step=args.step,
-                batch_size=args.batch_size)
-    except TfsacnnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: analyze(args.run, data_dir=args.data, split=args.split,
+                                   neurons=args.neurons, top=args.top, out=args.out,
+                                   tensorboard=args.tensorboard, step=args.step,
+                                   batch_size=args.batch_size), path=args.out)
 
 
 if __name__ == "__main__":

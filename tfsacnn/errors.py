@@ -11,3 +11,21 @@ class DataError(TfsacnnError):
 
 class ConfigError(TfsacnnError):
     """Bad config: unknown keys, bad types, missing files."""
+
+
+def run_cli(fn, *args, path=None):
+    """Call `fn(*args)`; turn a TfsacnnError or OSError into one stderr line and code 2.
+
+    Returns the exit code (0 on success). `path` names the file in an OSError without one.
+    """
+    import sys
+
+    try:
+        fn(*args)
+    except TfsacnnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename or path}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0

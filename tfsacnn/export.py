@@ -7,27 +7,12 @@ Both load with plain TensorFlow (`tf.saved_model.load`), without tfsacnn.
 """
 import os
 import pathlib
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
 
 from . import models
-
-
-def _atomic_dir(path, write):
-    """Run `write(tmp_dir)` then rename tmp_dir to `path` (replacing an old one)."""
-    path = pathlib.Path(path)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
-    try:
-        target = tmp / "out"
-        write(target)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+from .files import atomic_dir
 
 
 def export_saved_model(model, path):
@@ -43,7 +28,7 @@ def export_saved_model(model, path):
                                  input_signature=spec)
         archive.write_out(str(target), verbose=False)
 
-    _atomic_dir(path, write)
+    atomic_dir(path, write)
 
 
 def save_keras(model, path):
@@ -51,11 +36,4 @@ def save_keras(model, path):
     path = pathlib.Path(path)
     tmp = path.with_name(path.stem + ".tmp.keras")
     model.save(tmp)
-    os.replace(tmp, path)
-
-
-def write_text(path, text):
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
     os.replace(tmp, path)

@@ -21,7 +21,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import config as config_lib  # noqa: E402
-from .errors import TfsacnnError  # noqa: E402
+from .errors import TfsacnnError, run_cli  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
@@ -184,7 +184,8 @@ def run(args):
         out.mkdir(parents=True, exist_ok=True)
     from . import data as data_lib
     from .callbacks import TensorBoardLogger
-    from .export import export_saved_model, save_keras, write_text
+    from .export import export_saved_model, save_keras
+    from .files import write_text
 
     trainer = training.Trainer(cfg, out, strategy=strategy)
     if cfg["data"]["verify"]:  # sha256 of every shard, once, before any work
@@ -222,12 +223,7 @@ def fmt(v, scale=1.0):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except TfsacnnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(run, args, path=args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from .errors import TfsacnnError
+from .errors import run_cli
 
 # Kept here (not imported from interop) so that --help does not import TensorFlow.
 SUPPORTED = ("ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn", "ff_sa_cnn_star",
@@ -37,17 +37,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
+
+    def write():
         from . import interop
         out = interop.write_run(args.model, args.pth, args.out, overwrite=args.overwrite)
-    except TfsacnnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out} ({args.model}, from {len(args.pth)} file(s))")
-    return 0
+        print(f"wrote {out} ({args.model}, from {len(args.pth)} file(s))")
+
+    return run_cli(write, path=args.out)
 
 
 if __name__ == "__main__":
