@@ -205,3 +205,20 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "OK ff_sa_cnn_star_fc1" in out.stdout
+
+
+def test_mixed_bfloat16_precision_is_close_to_float32():
+    """precision="mixed_bfloat16" computes in bf16 with float32 weights and responses."""
+    x = _images()
+    m32 = models.build("ff_sa_cnn", n_neurons=2)
+    _randomize_bn(m32)
+    m16 = models.build("ff_sa_cnn", n_neurons=2, precision="mixed_bfloat16")
+    m16.set_weights(m32.get_weights())
+    assert all(v.dtype == "float32" for v in m16.weights)
+    assert m16.get_layer("alpha_cpb2_conv").compute_dtype == "bfloat16"
+    y16 = m16(x, training=False)
+    assert y16.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(y16), np.asarray(m32(x, training=False)),
+                               atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        models.build("ff_cnn", precision="float8")

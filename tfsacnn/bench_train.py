@@ -28,6 +28,8 @@ def add_arguments(p):
     p.add_argument("--conv-implementation", choices=["auto", "map", "grouped"], default="auto")
     p.add_argument("--baseline", choices=["none", "torch"], default="none",
                    help="also time the paper's per-neuron PyTorch loop in this run")
+    p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                   default="float32", help="compute precision (weights stay float32)")
     p.add_argument("--threads", type=int, default=0, help="intra/inter-op threads (0: TF default)")
     p.add_argument("--site-images", type=int, default=34000,
                    help="images per epoch for the extrapolated site time (default 34000)")
@@ -92,7 +94,8 @@ def time_tf(args):
     y = rng.normal(size=(args.batch, args.neurons)).astype("float32")
     with tf.device(device):
         model = models.build(args.model, n_neurons=args.neurons, core=args.core,
-                             conv_implementation=args.conv_implementation)
+                             conv_implementation=args.conv_implementation,
+                             precision=args.precision)
         opt = keras.optimizers.Adam(1e-3)
         opt.build(model.trainable_variables)
         x, y = tf.constant(x), tf.constant(y)
@@ -168,6 +171,7 @@ def main(args):
     rate = args.neurons * args.batch / step_s
     out = {
         "model": args.model, "core": args.core, "device": args.device,
+        "precision": args.precision,
         "n_neurons": args.neurons, "batch": args.batch, "steps": args.steps,
         "conv_implementation": args.conv_implementation,
         "neuron_images_per_s": round(rate, 1), "step_ms_median": round(step_s * 1e3, 2),

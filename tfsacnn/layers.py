@@ -133,7 +133,8 @@ class NeuronConv2D(keras.layers.Layer):
         xs = tf.transpose(tf.reshape(x, (b, h, w, n, self.c_in)), (3, 0, 1, 2, 4))
         ws = tf.transpose(tf.reshape(self.kernel, (k, k, self.c_in, n, f)), (3, 0, 1, 2, 4))
         ys = tf.map_fn(lambda t: tf.nn.conv2d(t[0], t[1], 1, "VALID"), (xs, ws),
-                       fn_output_signature=x.dtype, parallel_iterations=4)
+                       fn_output_signature=x.dtype,
+                       parallel_iterations=None if tf.executing_eagerly() else 4)
         ys = tf.transpose(ys, (1, 2, 3, 0, 4))
         return tf.reshape(ys, (b, h - k + 1, w - k + 1, n * f))
 

@@ -44,7 +44,9 @@ PAPER_PARAM_COUNTS = {
 }
 
 DEFAULTS = dict(dropout=0.3, key_dim=5, value_dim=5, num_heads=1, image_size=IMAGE_SIZE,
-                conv_implementation="auto", seed=None, synchronized_bn=False)
+                conv_implementation="auto", seed=None, synchronized_bn=False,
+                precision="float32")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIONS = set(DEFAULTS) | {"channels", "attention", "beta_kernel", "readout"}
 ATTENTION = (None, "value_mapping", "identity_value")
 BLOCKS = ("alpha_cpb1", "alpha_cpb2", "self_attention", "beta_cpb1", "beta_cpb2", "readout")
@@ -66,6 +68,8 @@ def resolve(name, **overrides):
     opts = {**DEFAULTS, **VARIANTS[name], **overrides}
     if opts["attention"] not in ATTENTION:
         raise ValueError(f"attention must be one of {ATTENTION}, got {opts['attention']!r}")
+    if opts["precision"] not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {opts['precision']!r}")
     return opts
 
 
@@ -81,6 +85,15 @@ def build(name, n_neurons=1, core="independent", **overrides):
     n = int(n_neurons)
     if n < 1:
         raise ValueError("n_neurons must be >= 1")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(o["precision"])
+    try:
+        return _build(name, o, n, core)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build(name, o, n, core):
     g = n if core == "independent" else 1  # neuron groups inside the core
     c = o["channels"]
     seed = o["seed"]
@@ -115,8 +128,9 @@ def build(name, n_neurons=1, core="independent", **overrides):
     layers += bn_act_drop("beta_cpb1")  # the SpatialDropout between the two betaCPBs
     layers.append(conv("beta_cpb2", o["beta_kernel"]))
     layers += bn_act_drop("beta_cpb2", drop=False)
+    # the readout computes in float32 whatever the precision, so responses are float32
     layers.append(Readout(o["readout"], n_neurons=n, shared_core=(core == "shared"),
-                          name="readout"))
+                          dtype="float32", name="readout"))
     return keras.Sequential(layers, name=name)
 
 
