@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 SA_VS_CNN = REPO / "configs" / "experiments" / "sa_vs_cnn.yaml"
 TINY = ["site.neurons=4", "site.train=200", "site.val=100", "site.test=100", "site.repeats=4",
-        "models=[ff_cnn, ff_sa_cnn]", "train.epochs=1", "model.overrides={channels: 4}",
+        "models=[ff_cnn, ff_sa_cnn]", "pairs=[[ff_cnn, ff_sa_cnn]]", "train.epochs=1", "model.overrides={channels: 4}",
         "eval.tuning_curve_neurons=1"]
 
 
@@ -32,14 +32,18 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     assert set(df["group"]) == {"surround", "control"}
     assert set(df["model"]) == {"ff_cnn", "ff_sa_cnn"}
     assert (df["split"] == "test").all()
-    assert df["n_neurons"].sum() == 2 * 4          # every neuron in one group, per model
+    main = df[df["baseline"] == "ff_cnn"]
+    assert main["n_neurons"].sum() == 2 * 4        # every neuron in one group, per model
     assert df["corr_over_nc"].notna().all() and df["mean_corr_i_over_nc_i"].notna().all()
     refs = pd.read_csv(out / "references.csv")
     truth = refs[refs["reference"] == "ground truth"]
     assert ((truth["corr_over_nc"] - 1).abs() < 1e-6).all()   # ground truth reaches the ceiling
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["criterion_ff_sa_vs_ff_cnn_surround"]) == {"corr", "pt_s", "pt_j"}
-    assert "surround/ff_sa_cnn" in summary["paired"]
+    assert set(summary["criterion_surround_ff_sa_cnn_beats_ff_cnn"]) == {"corr", "pt_s", "pt_j"}
+    assert "surround/ff_sa_cnn-ff_cnn" in summary["paired"]
+    assert "control/ff_cnn-ff_sa_cnn" in summary["paired"]          # the extra pair
+    assert {(c["model"], c["baseline"]) for c in summary["surround_vs_control"]} == {
+        ("ff_sa_cnn", "ff_cnn"), ("ff_cnn", "ff_sa_cnn")}
     # a second call reuses the site and the finished runs
     capsys.readouterr()
     assert experiment.main(_argv(out)) == 0
@@ -55,6 +59,7 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     ("train.epoch=3", "unknown key 'train.epoch'"),
     ("models=[ff_cnn, nope]", "unknown model 'nope'"),
     ("report.split=train", "report.split"),
+    ("pairs=[[rf_sa_cnn, rf_cnn], [ff_cnn]]", "pairs"),
 ])
 def test_bad_keys_are_one_line_errors(tmp_path, capsys, item, message):
     assert experiment.main([str(SA_VS_CNN), "--out", str(tmp_path / "x"), "--set", item]) == 2

@@ -32,7 +32,8 @@ DEFAULTS = {
         "loss": "mse",
         "seed": 0,
         "strategy": "auto",           # auto | default | mirrored | multiworker
-        "neurons_per_step": None,     # train independent neurons in chunks of this size
+        "neurons_per_step": None,     # independent neurons trained together (memory bound);
+                                      # null = auto: 64 on CPU, all on GPU; 0 = all
         "init_from": None,            # RUN_DIR of an earlier stage (incremental protocol)
         "init_blocks": None,          # blocks to load from init_from (null = all that fit)
         "freeze": [],                 # block names, or layer.variable names
@@ -154,8 +155,8 @@ def validate(cfg, where):
             raise ConfigError(f"{where}: train.{k} must be >= 1")
     if t["learning_rate"] <= 0:
         raise ConfigError(f"{where}: train.learning_rate must be > 0")
-    if t["neurons_per_step"] is not None and t["neurons_per_step"] < 1:
-        raise ConfigError(f"{where}: train.neurons_per_step must be >= 1")
+    if t["neurons_per_step"] is not None and t["neurons_per_step"] < 0:
+        raise ConfigError(f"{where}: train.neurons_per_step must be >= 0")
     for entry in t["freeze"]:
         if not isinstance(entry, str):
             raise ConfigError(f"{where}: train.freeze entries must be strings, got {entry!r}")

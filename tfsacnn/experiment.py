@@ -10,6 +10,7 @@ The experiment file (see configs/experiments/sa_vs_cnn.yaml) has the sections
               surround_fraction
     models    model names; each is trained from configs/<name>.yaml
     baseline  the model every other one is paired against (default: the first)
+    pairs     extra paired comparisons, [[model, its baseline], ...] (e.g. rf_sa_cnn vs rf_cnn)
     model     common `model` settings (core, overrides), passed to tfsacnn.fit as --set
     train     common `train` settings (epochs, batch_size, ...), passed as --set
     eval      common `eval` settings, passed as --set
@@ -70,6 +71,7 @@ DEFAULTS = {
     "site": SITE_DEFAULTS,
     "models": ["ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn"],
     "baseline": None,
+    "pairs": [],
     "model": {},
     "train": {},
     "eval": {},
@@ -159,6 +161,12 @@ def load(path, sets=(), out=None):
         exp["baseline"] = models[0]
     if exp["baseline"] not in models:
         raise ConfigError(f"{where}: baseline {exp['baseline']!r} is not one of models")
+    pairs = exp["pairs"]
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(x in models for x in p) and p[0] != p[1]
+            for p in pairs):
+        raise ConfigError(f"{where}: pairs must be a list of [model, baseline] pairs of two "
+                          f"different names from models, got {pairs!r}")
     split = exp["report"]["split"]
     if split not in ("auto", "val", "test"):
         raise ConfigError(f"{where}: report.split must be auto, val or test, got {split!r}")
@@ -284,27 +292,16 @@ def _ceiling_fractions(corr, ceiling):
             float(np.mean(corr[ok] / ceiling[ok])))
 
 
-def build_report(exp, out, runs, site_dir, split):
-    """-> (markdown str, DataFrame, summary dict)."""
+def _paired_table(runs, model_names, baseline, split, groups, nc, per_run):
+    """compare.compare_runs grouped by surround, plus noise-ceiling fractions per row."""
     import numpy as np
-    import pandas as pd
 
     from . import compare
 
-    names = list(runs)
-    base = exp["baseline"]
-    df = compare.compare_runs([str(runs[n]) for n in names], baseline=str(runs[base]),
+    df = compare.compare_runs([str(runs[n]) for n in model_names], baseline=str(runs[baseline]),
                               split=split, group_by_surround=True)
-    top_k = exp["eval"].get("top_k", 10)
-    refs, ceiling, has_surround = reference_scores(site_dir, split, top_k)
-    per_run = {n: compare.load_run(runs[n], split) for n in names}
-    neurons = per_run[base]["neurons"]
-    groups = {"surround": has_surround[neurons], "control": ~has_surround[neurons]}
-    nc = ceiling[neurons]
-
-    # noise-ceiling fractions, one per row of the compare table
+    by_dir = {str(runs[n]): n for n in model_names}
     frac_mean, frac_per = [], []
-    by_dir = {str(runs[n]): n for n in names}
     for _, r in df.iterrows():
         sel = groups[r["group"]]
         corr = per_run[by_dir[r["run"]]]["per_neuron"]["corr"]
@@ -315,8 +312,62 @@ def build_report(exp, out, runs, site_dir, split):
     df["corr_over_nc"] = frac_mean
     df["mean_corr_i_over_nc_i"] = frac_per
     df["run"] = [by_dir[r] for r in df["run"]]
-    df["baseline"] = base
+    df["baseline"] = baseline
     df["split"] = split
+    return df
+
+
+def _contrast(per_run, model, baseline, groups):
+    """Is model - baseline larger on surround than on control neurons? Per metric:
+    mean paired difference in each group and a two-sided Mann-Whitney U p-value."""
+    import numpy as np
+    from scipy import stats
+
+    from . import compare
+
+    out = {"model": model, "baseline": baseline}
+    for m in compare.METRICS:
+        d = (per_run[model]["per_neuron"][m] - per_run[baseline]["per_neuron"][m]) * compare._SCALE[m]
+        a, b = d[groups["surround"]], d[groups["control"]]
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        out[f"{m}_diff_surround"] = float(a.mean()) if len(a) else math.nan
+        out[f"{m}_diff_control"] = float(b.mean()) if len(b) else math.nan
+        p = math.nan
+        if len(a) and len(b) and np.ptp(np.concatenate([a, b])) > 0:
+            p = float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+        out[f"{m}_p_surround_vs_control"] = p
+    return out
+
+
+def build_report(exp, out, runs, site_dir, split):
+    """-> (markdown str, table DataFrame, references DataFrame, summary dict)."""
+    import numpy as np
+    import pandas as pd
+
+    from . import compare
+
+    names = list(runs)
+    base = exp["baseline"]
+    top_k = exp["eval"].get("top_k", 10)
+    refs, ceiling, has_surround = reference_scores(site_dir, split, top_k)
+    per_run = {n: compare.load_run(runs[n], split) for n in names}
+    neurons = per_run[base]["neurons"]
+    for n in names:   # compare_runs refuses different neuron sets; align our copies too
+        idx = {v: i for i, v in enumerate(per_run[n]["neurons"].tolist())}
+        order = np.array([idx[v] for v in neurons.tolist()])
+        per_run[n]["per_neuron"] = {k: v[order] for k, v in per_run[n]["per_neuron"].items()}
+    groups = {"surround": has_surround[neurons], "control": ~has_surround[neurons]}
+    nc = ceiling[neurons]
+
+    tables = [_paired_table(runs, names, base, split, groups, nc, per_run)]
+    for model, pbase in exp["pairs"]:
+        if pbase == base:
+            continue
+        t = _paired_table(runs, [pbase, model], pbase, split, groups, nc, per_run)
+        tables.append(t[~t["is_baseline"]])
+    df = pd.concat(tables, ignore_index=True)
+    contrasts = [_contrast(per_run, m, base, groups) for m in names if m != base]
+    contrasts += [_contrast(per_run, m, b, groups) for m, b in exp["pairs"] if b != base]
 
     # reference rows (not models): the ground truth and its CRF-only version
     ref_rows = []
@@ -333,25 +384,22 @@ def build_report(exp, out, runs, site_dir, split):
                              "corr_over_nc": a, "mean_corr_i_over_nc_i": b})
     refs_df = pd.DataFrame(ref_rows)
 
-    verdict = {}
-    for g in ("surround", "control"):
-        rows = df[(df["group"] == g) & ~df["is_baseline"]]
-        for _, r in rows.iterrows():
-            verdict[f"{g}/{r['model']}"] = {
-                m: {"diff": _clean(r[f"{compare._COL[m]}_diff"]), "p": _clean(r[f"{m}_p"]),
-                    "n_improved": _int(r[f"{m}_n_improved"]), "n_paired": _int(r[f"{m}_n_paired"]),
-                    "better_p05": bool(r[f"{compare._COL[m]}_diff"] > 0 and r[f"{m}_p"] < ALPHA)}
-                for m in compare.METRICS}
-    key = "surround/ff_sa_cnn"
+    paired = {}
+    for _, r in df[~df["is_baseline"]].iterrows():
+        paired[f"{r['group']}/{r['model']}-{r['baseline']}"] = {
+            m: {"diff": _clean(r[f"{compare._COL[m]}_diff"]), "p": _clean(r[f"{m}_p"]),
+                "n_improved": _int(r[f"{m}_n_improved"]), "n_paired": _int(r[f"{m}_n_paired"]),
+                "better_p05": bool(r[f"{compare._COL[m]}_diff"] > 0 and r[f"{m}_p"] < ALPHA)}
+            for m in compare.METRICS}
+    key = "surround/ff_sa_cnn-ff_cnn"
     criterion = None
-    if key in verdict and base == "ff_cnn":
-        v = verdict[key]
-        criterion = {"corr": v["corr"]["better_p05"], "pt_s": v["pt_s"]["better_p05"],
-                     "pt_j": v["pt_j"]["better_p05"]}
+    if key in paired:
+        criterion = {m: paired[key][m]["better_p05"] for m in compare.METRICS}
 
-    md = _markdown(exp, df, refs_df, split, criterion)
-    summary = {"experiment": exp, "split": split, "alpha": ALPHA, "criterion_ff_sa_vs_ff_cnn_surround": criterion,
-               "paired": verdict,
+    md = _markdown(exp, df, refs_df, contrasts, split, criterion)
+    summary = {"experiment": exp, "split": split, "alpha": ALPHA,
+               "criterion_surround_ff_sa_cnn_beats_ff_cnn": criterion,
+               "paired": paired, "surround_vs_control": contrasts,
                "table": json.loads(df.to_json(orient="records")),
                "references": json.loads(refs_df.to_json(orient="records"))}
     return md, df, refs_df, summary
@@ -376,7 +424,7 @@ def _f(x, fmt):
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def _markdown(exp, df, refs_df, split, criterion):
+def _markdown(exp, df, refs_df, contrasts, split, criterion):
     from . import compare
 
     s = exp["site"]
@@ -385,14 +433,33 @@ def _markdown(exp, df, refs_df, split, criterion):
              f"{s['repeats']} repeats, seed {s['seed']}. Training: "
              f"{', '.join(f'{k}={v}' for k, v in exp['train'].items()) or 'config defaults'}; "
              f"epoch selected per neuron on {exp['eval'].get('selection_split', 'val')}. "
-             f"Reported split: **{split}**. Paired against **{exp['baseline']}** over the "
-             f"neurons of each group (Wilcoxon signed-rank, two-sided).", ""]
-    lines.append(compare.to_markdown(df).rstrip("\n"))
+             f"Reported split: **{split}**. Δ columns: paired over the neurons of each group "
+             f"against the row's baseline (mean difference, neurons improved / paired, "
+             f"two-sided Wilcoxon signed-rank p).", ""]
+    shown = df.copy()
+    shown["run"] = [f"{r['model']} vs {r['baseline']}" if not r["is_baseline"] else r["model"]
+                    for _, r in shown.iterrows()]
+    shown = shown.sort_values("group", key=lambda g: g.map({"surround": 0, "control": 1}),
+                              kind="stable")
+    lines.append(compare.to_markdown(shown).rstrip("\n"))
+    lines += ["", "Is the gain larger where the surround exists? Mean paired difference "
+              "(model − baseline) on surround and on control neurons, and a two-sided "
+              "Mann–Whitney U p-value comparing the two groups' differences.", "",
+              "| model vs baseline | ΔCORR surround | ΔCORR control | p | ΔPT_S % surround | "
+              "ΔPT_S % control | p | ΔPT_J % surround | ΔPT_J % control | p |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in contrasts:
+        cells = [f"{c['model']} vs {c['baseline']}"]
+        for m in compare.METRICS:
+            d = "+.3f" if m == "corr" else "+.1f"
+            cells += [_f(c[f"{m}_diff_surround"], d), _f(c[f"{m}_diff_control"], d),
+                      compare._fmt_p(c[f"{m}_p_surround_vs_control"])]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Fraction of the noise ceiling (NC: Pearson r of the repeat-mean target with "
               "the noise-free response, from ground_truth.npz). `CORR/NC` = mean CORR / mean NC "
               "over the group's neurons; `mean(CORR_i/NC_i)` = per-neuron ratio, averaged.", "",
               "| group | model | mean NC | CORR/NC | mean(CORR_i/NC_i) |", "|---|---|---|---|---|"]
-    for _, r in df.iterrows():
+    for _, r in shown.drop_duplicates(["group", "model"]).iterrows():
         lines.append(f"| {r['group']} | {r['model']} | {_f(r['noise_ceiling_mean'], '.3f')} | "
                      f"{_f(r['corr_over_nc'], '.3f')} | {_f(r['mean_corr_i_over_nc_i'], '.3f')} |")
     if len(refs_df):
@@ -406,8 +473,9 @@ def _markdown(exp, df, refs_df, split, criterion):
                          f"{_f(r['corr'], '.3f')} | {_f(r['pt_s_pct'], '.1f')} | "
                          f"{_f(r['pt_j_pct'], '.1f')} | {_f(r['corr_over_nc'], '.3f')} |")
     if criterion is not None:
-        ok = ", ".join(f"{m.upper()} {'yes' if v else 'no'}" for m, v in criterion.items())
-        lines += ["", f"Criterion (surround neurons, ff_sa_cnn > ff_cnn with p < {ALPHA}): {ok}."]
+        ok = ", ".join(f"{compare._LABEL[m].split()[0]} {'yes' if v else 'no'}"
+                       for m, v in criterion.items())
+        lines += ["", f"Criterion (surround neurons, ff_sa_cnn > ff_cnn, paired, p < {ALPHA}): {ok}."]
     return "\n".join(lines) + "\n"
 
 

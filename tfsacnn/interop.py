@@ -438,15 +438,13 @@ def run_config(name, paths, overrides, neurons=None):
     `data.neurons` is set to the dataset neuron indices that the reference file names
     imply (`neuron_indices`), when they do; `data.dir` is null.
     """
-    try:
-        from . import config as _config
-        cfg = copy.deepcopy(_config.DEFAULTS)
-    except ImportError:
-        cfg = {"model": {}, "data": {}, "train": {}, "eval": {}}
+    from . import config as _config
+
+    cfg = copy.deepcopy(_config.DEFAULTS)
     cfg["model"] = {**cfg["model"], "name": name, "core": "independent",
                     "overrides": dict(overrides)}
     cfg["data"] = {**cfg["data"], "dir": None}
-    if neurons is not None and "neurons" in cfg["data"]:
+    if neurons is not None:
         cfg["data"]["neurons"] = list(neurons)
     cfg["source"] = {"pth": [str(pathlib.Path(p).resolve()) for p in paths]}
     return cfg

@@ -28,6 +28,9 @@ from .errors import TfsacnnError
 from .progress import progress_bar
 
 
+DEFAULT_CPU_CHUNK = 64
+
+
 class NaNLossError(TfsacnnError):
     """The loss became NaN or inf."""
 
@@ -207,7 +210,6 @@ class Trainer:
         if sel not in self.splits:
             raise TfsacnnError(f"{self.data_dir}: has no {sel!r} split for epoch selection")
         self.ckpt_path = self.run_dir / "checkpoints" / "last.npz"
-        self.writers = None
 
     # ----------------------------------------------------------------- building
 
@@ -317,12 +319,19 @@ class Trainer:
 
     def fit(self, resume=False, callbacks=None):
         """Train all configured neurons; returns (model, history, best_epoch per neuron)."""
-        t = self.cfg["train"]
-        chunk = t["neurons_per_step"]
+        chunk = self.neurons_per_step()
         independent = self.cfg["model"]["core"] == "independent"
         if chunk and independent and chunk < len(self.neurons):
             return self._fit_chunks(chunk, resume, callbacks)
         return self._fit_neurons(self.neurons, resume, callbacks, tag="")
+
+    def neurons_per_step(self):
+        """`train.neurons_per_step`, with null resolved: 64 on CPU (activations of 64
+        ff+sa-CNNs at batch 50 take ~4.5 GB), all neurons on GPU; 0 means all."""
+        chunk = self.cfg["train"]["neurons_per_step"]
+        if chunk is None:
+            chunk = 0 if tf.config.list_logical_devices("GPU") else DEFAULT_CPU_CHUNK
+        return chunk or len(self.neurons)
 
     def _fit_chunks(self, chunk, resume, callbacks):
         """Independent neurons in chunks of `chunk`: memory bounded by the chunk size."""
