@@ -4,8 +4,8 @@ Times `--steps` steps on synthetic tensors after warm-up, for `--neurons` neuron
 `--model`, and prints one JSON line: neuron_images_per_s, step_ms_median, peak_rss_mb,
 gflops_per_s (against the analytic training cost, 3x the forward FLOPs of
 `forward_flops`), n_neurons. With `--baseline torch` (needs the `torch` extra) the same
-run also times the paper's construction, a PyTorch loop over one module per neuron, and
-reports the ratio.
+run also times the paper's construction, a PyTorch loop over one module per neuron (in
+a child process, right after tfsacnn's steps), and reports the ratio.
 """
 import json
 import os
@@ -69,6 +69,7 @@ def _peak_rss_mb():
 
 
 def _time(step, steps, warmup):
+    """Median seconds per call of `step`, after `warmup` calls."""
     for _ in range(warmup):
         step()
     times = []
@@ -79,7 +80,21 @@ def _time(step, steps, warmup):
     return float(np.median(times))
 
 
-def time_tf(args):
+def _time_torch_in_child(args):
+    """The baseline's median step, timed in a fresh process: TF's and PyTorch's thread
+    pools in one process slow each other down by up to 20x on 2 cores."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_torch_time, (args,))
+
+
+def _torch_time(args):
+    return _time(torch_step(args), args.steps, args.warmup)
+
+
+def tf_step(args):
+    """One compiled training step of tfsacnn's model, as a callable."""
     import keras
     import tensorflow as tf
 
@@ -108,10 +123,10 @@ def time_tf(args):
             opt.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 
-        return _time(lambda: step().numpy(), args.steps, args.warmup)
+        return lambda: step().numpy()
 
 
-def time_torch(args):
+def torch_step(args):
     """The paper's construction: a Python loop over one PyTorch module per neuron."""
     import torch
     from torch import nn
@@ -162,12 +177,13 @@ def time_torch(args):
         loss.backward()
         opt.step()
 
-    return _time(step, args.steps, args.warmup)
+    return step
 
 
 def main(args):
     flops = forward_flops(args.model) * TRAIN_FACTOR
-    step_s = time_tf(args)
+    step_s = _time(tf_step(args), args.steps, args.warmup)
+    base = [_time_torch_in_child(args)] if args.baseline == "torch" else []
     rate = args.neurons * args.batch / step_s
     out = {
         "model": args.model, "core": args.core, "device": args.device,
@@ -184,8 +200,8 @@ def main(args):
     out["site_minutes_extrapolated"] = round(epoch_s * args.site_epochs / 60, 1)
     if args.core == "shared":
         out["note"] = "gflops_per_s counts a per-neuron network per neuron (as independent)"
-    if args.baseline == "torch":
-        t = time_torch(args)
+    if base:
+        t = base[0]
         out["baseline"] = "pytorch per-neuron module loop (paper's construction)"
         out["baseline_neuron_images_per_s"] = round(args.neurons * args.batch / t, 1)
         out["speedup_vs_baseline"] = round(t / step_s, 2)
