@@ -401,3 +401,19 @@ def test_manifest_newer_schema_and_missing(ds_copy):
     os.remove(ds_copy / "train-00000-of-00004.tfrecord.gz")
     with pytest.raises(DataError, match="shard missing"):
         data.load(ds_copy, "train", 4, verify=False)
+
+
+def test_load_numpy_keeps_writer_order_across_shards(tmp_path):
+    """Unshuffled reads return a multi-shard split exactly in the order it was written."""
+    from data_prep.writer import write_dataset
+
+    n = 70
+    images = np.arange(n * 4 * 4, dtype=np.float32).reshape(n, 4, 4)
+    responses = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    out = write_dataset(tmp_path / "ds", {"train": {"images": images, "responses": responses},
+                                          "val": {"images": images[:5], "responses": responses[:5]}},
+                        shard_size=16, progress=False)
+    x, y = data.load_numpy(out, "train")
+    assert len(data.read_manifest(out)["splits"]["train"]["shards"]) == 5
+    np.testing.assert_array_equal(y[:, 0], np.arange(n))
+    np.testing.assert_array_equal(x[..., 0], images)

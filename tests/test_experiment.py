@@ -4,9 +4,8 @@ import json
 import pandas as pd
 import pytest
 
-from tfsacnn import experiment
-
 from tests.conftest import REPO
+from tfsacnn import experiment
 
 SA_VS_CNN = REPO / "configs" / "experiments" / "sa_vs_cnn.yaml"
 TINY = ["site.neurons=4", "site.train=200", "site.val=100", "site.test=100", "site.repeats=4",
@@ -44,10 +43,13 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     assert "control/ff_cnn-ff_sa_cnn" in summary["paired"]          # the extra pair
     assert {(c["model"], c["baseline"]) for c in summary["surround_vs_control"]} == {
         ("ff_sa_cnn", "ff_cnn"), ("ff_cnn", "ff_sa_cnn")}
-    # a second call reuses the site and the finished runs
+    timings = json.loads((out / "timings.json").read_text())
+    assert {"site", "ff_cnn", "ff_sa_cnn"} <= set(timings)
+    # a second call reuses the site and the finished runs, and keeps their wall times
     capsys.readouterr()
     assert experiment.main(_argv(out)) == 0
     assert "reusing finished run" in capsys.readouterr().out
+    assert json.loads((out / "timings.json").read_text()) == timings
     # a different experiment in the same directory is refused
     assert experiment.main(_argv(out, "--set", "train.epochs=2")) == 2
     assert "different experiment" in capsys.readouterr().err

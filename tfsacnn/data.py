@@ -155,10 +155,13 @@ def _records(files: list[str], shuffle: bool, seed: int, input_context):
         # every pipeline must draw the same file order when sharding by example below
         file_seed = seed if seed is not None or by_file or n_pipes == 1 else 0
         ds = ds.shuffle(len(files), seed=file_seed, reshuffle_each_iteration=True)
+    # Unshuffled reads keep the writer's order (shard after shard); shuffled ones read
+    # several shards at once.
+    cycle = max(1, min(n_files, os.cpu_count() or 1, 8)) if shuffle else 1
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP", buffer_size=READ_BUFFER),
-        cycle_length=max(1, min(n_files, os.cpu_count() or 1, 8)), block_length=16,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        cycle_length=cycle, block_length=16,
+        num_parallel_calls=tf.data.AUTOTUNE if cycle > 1 else None, deterministic=True)
     return ds, (n_pipes if n_pipes > 1 and not by_file else 1), pipe
 
 

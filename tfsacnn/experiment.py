@@ -28,6 +28,7 @@ OUT receives:
     table.md, table.csv   tfsacnn.compare --group-by-surround on the report split, plus the
                           fraction of the noise ceiling and two reference rows
     summary.json          the same numbers, the verdict and the wall times
+    timings.json          wall time of each step (site, each model), kept when a step is reused
 
 Fraction of the noise ceiling, per group of neurons, is given two ways:
 `corr / NC` = mean CORR / mean noise ceiling (ratio of means), and `mean(corr_i / NC_i)`
@@ -56,9 +57,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import yaml  # noqa: E402
+import yaml
 
-from .errors import ConfigError, TfsacnnError  # noqa: E402
+from .errors import ConfigError, TfsacnnError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -432,25 +433,27 @@ def _markdown(exp, df, refs_df, contrasts, split, criterion):
     from . import compare
 
     s = exp["site"]
-    lines = [f"Site: {s['neurons']} neurons (surround fraction {s['surround_fraction']}), "
+    core = exp["model"].get("core", "independent")
+    lines = [(f"Site: {s['neurons']} neurons (surround fraction {s['surround_fraction']}), "
              f"{s['train']} train / {s['val']} val / {s['test']} test images, "
-             f"{s['repeats']} repeats, seed {s['seed']}. Training: "
+             f"{s['repeats']} repeats, seed {s['seed']}. Training ({core} core): "
              f"{', '.join(f'{k}={v}' for k, v in exp['train'].items()) or 'config defaults'}; "
-             f"epoch selected per neuron on {exp['eval'].get('selection_split', 'val')}. "
+             f"best epoch chosen on {exp['eval'].get('selection_split', 'val')} "
+             f"{'(per neuron)' if core == 'independent' else '(by mean CORR: shared core)'}. "
              f"Reported split: **{split}**. Δ columns: paired over the neurons of each group "
              f"against the row's baseline (mean difference, neurons improved / paired, "
-             f"two-sided Wilcoxon signed-rank p).", ""]
+             f"two-sided Wilcoxon signed-rank p)."), ""]
     shown = df.copy()
     shown["run"] = [f"{r['model']} vs {r['baseline']}" if not r["is_baseline"] else r["model"]
                     for _, r in shown.iterrows()]
     shown = shown.sort_values("group", key=lambda g: g.map({"surround": 0, "control": 1}),
                               kind="stable")
     lines.append(compare.to_markdown(shown).rstrip("\n"))
-    lines += ["", "Is the gain larger where the surround exists? Mean paired difference "
+    lines += ["", ("Is the gain larger where the surround exists? Mean paired difference "
               "(model − baseline) on surround and on control neurons, and a two-sided "
-              "Mann–Whitney U p-value comparing the two groups' differences.", "",
-              "| model vs baseline | ΔCORR surround | ΔCORR control | p | ΔPT_S % surround | "
-              "ΔPT_S % control | p | ΔPT_J % surround | ΔPT_J % control | p |",
+              "Mann–Whitney U p-value comparing the two groups' differences."), "",
+              ("| model vs baseline | ΔCORR surround | ΔCORR control | p | ΔPT_S % surround | "
+              "ΔPT_S % control | p | ΔPT_J % surround | ΔPT_J % control | p |"),
               "|---|---|---|---|---|---|---|---|---|---|"]
     for c in contrasts:
         cells = [f"{c['model']} vs {c['baseline']}"]
@@ -459,17 +462,17 @@ def _markdown(exp, df, refs_df, contrasts, split, criterion):
             cells += [_f(c[f"{m}_diff_surround"], d), _f(c[f"{m}_diff_control"], d),
                       compare._fmt_p(c[f"{m}_p_surround_vs_control"])]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Fraction of the noise ceiling (NC: Pearson r of the repeat-mean target with "
+    lines += ["", ("Fraction of the noise ceiling (NC: Pearson r of the repeat-mean target with "
               "the noise-free response, from ground_truth.npz). `CORR/NC` = mean CORR / mean NC "
-              "over the group's neurons; `mean(CORR_i/NC_i)` = per-neuron ratio, averaged.", "",
+              "over the group's neurons; `mean(CORR_i/NC_i)` = per-neuron ratio, averaged."), "",
               "| group | model | mean NC | CORR/NC | mean(CORR_i/NC_i) |", "|---|---|---|---|---|"]
     for _, r in shown.drop_duplicates(["group", "model"]).iterrows():
         lines.append(f"| {r['group']} | {r['model']} | {_f(r['noise_ceiling_mean'], '.3f')} | "
                      f"{_f(r['corr_over_nc'], '.3f')} | {_f(r['mean_corr_i_over_nc_i'], '.3f')} |")
     if len(refs_df):
-        lines += ["", "Reference predictors (not fitted): `ground truth` = the noise-free response "
+        lines += ["", ("Reference predictors (not fitted): `ground truth` = the noise-free response "
                   "(its CORR is the noise ceiling); `CRF-only truth` = the same model neuron with "
-                  "its surround terms held at their means, the best a surround-blind model can do.",
+                  "its surround terms held at their means, the best a surround-blind model can do."),
                   "", "| group | reference | neurons | CORR | PT_S % | PT_J % | CORR/NC |",
                   "|---|---|---|---|---|---|---|"]
         for _, r in refs_df.iterrows():
@@ -505,15 +508,26 @@ def run(args):
     exp = load(args.experiment, args.set, args.out)
     out = prepare_out(exp, args.overwrite, log)
     split = report_split(exp)
+    # wall times of the steps done so far, kept across calls that reuse finished steps
+    timings = out / "timings.json"
+    seconds = json.loads(timings.read_text()) if timings.is_file() else {}
+
+    def record(step, t):
+        if t > 0:
+            seconds[step] = round(t, 1)
+            timings.write_text(json.dumps(seconds, indent=1))
+
     site_dir, t_site = make_site(exp, out, log)
-    seconds = {"site": round(t_site, 1)}
+    record("site", t_site)
     runs = {}
     for name in exp["models"]:
         runs[name], t = train_model(exp, name, site_dir, out, log)
-        seconds[name] = round(t, 1)
-        log(f"{name}: done ({t:.0f} s)")
+        record(name, t)
+        log(f"{name}: {'done' if t else 'reused'} ({seconds.get(name, 0):.0f} s when trained)")
     md, df, refs_df, summary = build_report(exp, out, runs, site_dir, split)
-    seconds["total"] = round(time.perf_counter() - t_all, 1)
+    steps = ["site"] + list(exp["models"])
+    seconds["total"] = round(sum(seconds.get(k, 0.0) for k in steps), 1)
+    seconds["this_call"] = round(time.perf_counter() - t_all, 1)
     summary["seconds"] = seconds
     summary["command"] = "python -m tfsacnn.experiment " + " ".join(
         [args.experiment] + (["--out", args.out] if args.out else [])

@@ -144,13 +144,11 @@ def split_entry(scores, n_images):
 
 
 def trainable_per_neuron(model, cfg):
+    """Trainable parameters / neurons: one network each (independent), or the shared core
+    spread over the neurons plus each neuron's readout (shared)."""
     from . import models
 
-    if cfg["model"]["core"] == "independent":
-        return models.count_trainable(model) // model.output_shape[-1]
-    one = models.build(cfg["model"]["name"], n_neurons=1, core="independent",
-                       **cfg["model"]["overrides"])
-    return models.count_trainable(one)
+    return round(models.count_trainable(model) / model.output_shape[-1])
 
 
 def metrics_csv(metrics):

@@ -394,7 +394,8 @@ class Trainer:
                 losses.append(loss)
                 bar.update(1)
                 rate = len(losses) * t["batch_size"] * len(neurons) / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{np.mean(losses):.4f}", neuron_img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}", neuron_img_s=f"{rate:.0f}",
+                                refresh=False)
             bar.close()
             pred = self.predict(predict_fn, x_sel)
             scores = metrics_lib.evaluate(y_sel, pred, top_k=e["top_k"])
