@@ -326,8 +326,8 @@ class Trainer:
         return self._fit_neurons(self.neurons, resume, callbacks, tag="")
 
     def neurons_per_step(self):
-        """`train.neurons_per_step`, with null resolved: 64 on CPU (activations of 64
-        ff+sa-CNNs at batch 50 take ~4.5 GB), all neurons on GPU; 0 means all."""
+        """`train.neurons_per_step`, with null resolved: 64 on CPU (64 ff+sa-CNNs at
+        batch 50 peak at ~3.7 GB, `python -m tfsacnn.bench train`), all on GPU; 0 = all."""
         chunk = self.cfg["train"]["neurons_per_step"]
         if chunk is None:
             chunk = 0 if tf.config.list_logical_devices("GPU") else DEFAULT_CPU_CHUNK
