@@ -7,6 +7,8 @@ export TF_CPP_MIN_LOG_LEVEL=2
 python -m tfsacnn.bench train --model ff_sa_cnn --neurons 32 --batch 50 --steps 20 --baseline torch
 # shared core at the same 32 neurons
 python -m tfsacnn.bench train --model ff_sa_cnn --neurons 32 --batch 50 --steps 20 --core shared
+# bf16 compute (weights stay float32)
+python -m tfsacnn.bench train --model ff_sa_cnn --neurons 32 --batch 50 --steps 20 --precision mixed_bfloat16
 # memory vs neurons (peak RSS of one process per size)
 for n in 8 16 32 64; do
   python -m tfsacnn.bench train --model ff_sa_cnn --neurons "$n" --batch 50 --steps 5
