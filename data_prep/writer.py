@@ -7,7 +7,6 @@ the old dataset, or the complete new one.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -158,12 +157,7 @@ class _quiet_nanmean:
 
 
 # --------------------------------------------------------------------------- writing
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from tfsacnn.files import sha256 as _sha256  # noqa: E402
 
 
 def _write_split(tmp: Path, name: str, split: dict, shard_size: int, bar) -> list[dict]:

@@ -17,3 +17,21 @@ def real_sample():
     if not SHARED_SAMPLE.exists():
         pytest.skip(f"{SHARED_SAMPLE} not present")
     return np.load(SHARED_SAMPLE, allow_pickle=False)
+
+
+def randomize_statistics(model, seed=0):
+    """Non-trivial BatchNorm statistics (and gamma/beta) and SA gamma of a model."""
+    import keras
+
+    from tfsacnn.layers import SelfAttention2D
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.3, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
+            layer.beta.assign(rng.normal(0, 0.2, c).astype("float32"))
+        if isinstance(layer, SelfAttention2D):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"))

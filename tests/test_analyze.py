@@ -1,13 +1,13 @@
 """tfsacnn.analyze and tfsacnn.plots: decomposition, attention rows, CLI outputs, TensorBoard."""
 import json
 
-import keras
 import numpy as np
 import pytest
+
+from tests.conftest import randomize_statistics
 import yaml
 
 from tfsacnn import analyze, models, plots
-from tfsacnn.layers import SelfAttention2D
 
 N_NEURONS = 3
 N_VAL = 20
@@ -16,14 +16,7 @@ SMALL = dict(channels=4, dropout=0.0, seed=0)   # tiny networks: the suite must 
 
 def _randomize(model, seed=0):
     """Non-trivial BatchNorm statistics and SA gamma, so every path matters."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.3, c).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
-        if isinstance(layer, SelfAttention2D):
-            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"))
+    randomize_statistics(model, seed)
 
 
 @pytest.fixture(scope="module")

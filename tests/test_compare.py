@@ -168,7 +168,7 @@ def test_refusals(two_runs, tmp_path, capsys):
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "metrics.json").write_text('{"model": "ff_cnn", ')
-    _refused([a, corrupt], capsys, f"error: {corrupt}: metrics.json is not valid JSON")
+    _refused([a, corrupt], capsys, f"error: {corrupt / 'metrics.json'}: not valid JSON")
     _refused([a, b, "--split", "test"], capsys, f"error: {a}: no 'test' split", "has: val")
     short = make_run(tmp_path, "S", corr=[0.1] * 3, pt_j=[0] * 4, pt_s=[0] * 4, neurons=[0, 1, 2, 3])
     _refused([short], capsys, f"error: {short}: splits.val.per_neuron.corr has 3 values for 4 neurons")

@@ -5,6 +5,8 @@ import sys
 import keras
 import numpy as np
 import pytest
+
+from tests.conftest import randomize_statistics
 import tensorflow as tf
 
 from tfsacnn import models
@@ -16,18 +18,8 @@ def _images(b=4, seed=0):
 
 
 def _randomize_bn(model, seed=0):
-    """Non-trivial BatchNorm statistics, so inference mode is a real test."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.3, c).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
-            layer.beta.assign(rng.normal(0, 0.2, c).astype("float32"))
-    for layer in model.layers:
-        if isinstance(layer, SelfAttention2D):
-            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"))
+    """Non-trivial BatchNorm statistics and SA gamma, so inference mode is a real test."""
+    randomize_statistics(model, seed)
 
 
 @pytest.mark.parametrize("name", sorted(models.PAPER_PARAM_COUNTS))

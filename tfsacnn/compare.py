@@ -12,7 +12,6 @@ signed-rank p-value. Reads only RUN/metrics.json (docs/internals.md); no TensorF
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pathlib
 import sys
@@ -23,6 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from tfsacnn.errors import TfsacnnError
+from tfsacnn.files import read_json
 
 METRICS = ("corr", "pt_s", "pt_j")            # table order, as in the paper
 _LABEL = {"corr": "CORR", "pt_s": "PT_S %", "pt_j": "PT_J %"}
@@ -52,14 +52,7 @@ def load_run(run_dir, split="val"):
     path = pathlib.Path(run_dir) / "metrics.json"
     if not path.is_file():
         raise CompareError(f"{run}: no metrics.json")
-    try:
-        m = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise CompareError(f"{run}: cannot read metrics.json ({e})") from None
-    except json.JSONDecodeError as e:
-        raise CompareError(f"{run}: metrics.json is not valid JSON (line {e.lineno}: {e.msg})") from None
-    if not isinstance(m, dict):
-        raise CompareError(f"{run}: metrics.json is not a JSON object")
+    m = read_json(path, CompareError)
     for key in ("model", "neurons", "data", "splits"):
         if key not in m:
             raise CompareError(f"{run}: metrics.json has no '{key}'")

@@ -5,7 +5,6 @@ float_list (n,), `repeats` float_list (R*n,) in splits with repeats.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -56,12 +55,7 @@ def read_manifest(directory) -> dict:
     return m
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from tfsacnn.files import sha256 as _sha256  # noqa: E402
 
 
 def _shard_files(directory: Path, split_info: dict, verify: bool) -> list[str]:

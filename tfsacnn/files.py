@@ -1,4 +1,5 @@
 """Reading and writing run artefacts: one-line errors on bad files, atomic writes."""
+import hashlib
 import json
 import os
 import pathlib
@@ -60,3 +61,12 @@ def atomic_dir(path, write):
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256(path):
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
