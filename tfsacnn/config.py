@@ -114,7 +114,10 @@ def parse_set(item):
     if "=" not in item:
         raise ConfigError(f"--set {item}: expected section.key=value")
     path, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw else None
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item}: invalid YAML value ({str(e).splitlines()[0]})") from None
     for part in reversed(path.split(".")):
         value = {part: value}
     return value

@@ -60,6 +60,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import yaml
 
 from .errors import ConfigError, TfsacnnError
+from .files import read_yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -83,19 +84,6 @@ FIT_SECTIONS = ("model", "train", "eval")
 
 
 # --------------------------------------------------------------------------- config
-def _set_item(item):
-    if "=" not in item:
-        raise ConfigError(f"--set {item}: expected KEY=VALUE (e.g. site.neurons=3)")
-    path, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item}: invalid YAML value ({str(e).splitlines()[0]})") from None
-    for part in reversed(path.split(".")):
-        value = {part: value}
-    return value
-
-
 def _merge(where, base, new, path=()):
     for k, v in new.items():
         key = path + (k,)
@@ -120,19 +108,11 @@ def load(path, sets=(), out=None):
     from . import models as models_lib
 
     path = pathlib.Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: an experiment must be a mapping of sections")
+    raw = read_yaml(path, ConfigError)
     exp = copy.deepcopy(DEFAULTS)
     _merge(str(path), exp, raw)
     for item in sets:
-        _merge(f"--set {item}", exp, _set_item(item))
+        _merge(f"--set {item}", exp, config_lib.parse_set(item))
     if out is not None:
         exp["out"] = str(out)
     if exp["out"] is None:
