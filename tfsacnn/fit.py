@@ -166,12 +166,14 @@ def metrics_csv(metrics):
 
 
 def run(args):
-    cfg = resolve_config(args)
+    saved = pathlib.Path(args.out) / "config.yaml" if args.out else None
+    if args.resume and not args.config and saved is not None and saved.exists():
+        cfg = config_lib.load(saved, args.set)  # the run's own config, no demo set-up
+    else:
+        cfg = resolve_config(args)
     from . import training
 
     out = pathlib.Path(args.out or f"runs/{cfg['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if args.resume and (out / "config.yaml").exists() and not args.config:
-        cfg = config_lib.load(out / "config.yaml", args.set)
     strategy = training.make_strategy(cfg["train"]["strategy"])
     chief = training.is_chief(strategy)
     if chief:
