@@ -223,3 +223,10 @@ def test_evaluate_save_makes_a_run_comparable(tiny_run, tmp_path):
     table = compare.compare_runs([tiny_run, run], split="test")
     assert len(table) == 2
     np.testing.assert_allclose(table["corr"].iloc[0], table["corr"].iloc[1], atol=1e-5)
+
+
+def test_demo_refuses_bad_key_before_synthesising(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert fit.main(["--set", "train.epohcs=3"]) == 2
+    assert "unknown key 'train.epohcs'" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()

@@ -58,9 +58,10 @@ def resolve_config(args):
     demo = path is None
     if demo:
         path = DEMO_CONFIG
-        if not args.data and not (DEMO_DATA / "manifest.json").exists():
-            ensure_demo_data()
         if not args.data:
+            if not (DEMO_DATA / "manifest.json").exists():
+                config_lib.load(path, sets)  # refuse a bad --set before any work
+                ensure_demo_data()
             sets.insert(0, f"data.dir={DEMO_DATA}")
     cfg = config_lib.load(path, sets)
     if cfg["data"]["dir"] is None:
