@@ -91,6 +91,14 @@ def test_attention_rows_sum_to_one_and_upsample_to_image_size(runs):
     assert (maps >= 0).all()
 
 
+def test_attention_selectivity_is_one_for_uniform_and_zero_for_one_key():
+    uniform = analyze.attention_selectivity(np.full((2, 3, 81), 1 / 81))
+    assert uniform["entropy_over_uniform"] == pytest.approx(1.0, abs=1e-12)
+    assert uniform["max_weight"] == pytest.approx(1 / 81, abs=1e-12)
+    one = analyze.attention_selectivity(np.eye(81)[[4, 40]])
+    assert one["entropy_over_uniform"] == 0.0 and one["max_weight"] == 1.0
+
+
 def test_population_average_normalises_by_real_peak():
     y = np.array([[1.0, 4.0], [3.0, 2.0], [2.0, 0.0]])
     (real, pred), used = plots.population_average(y, y / 2)
@@ -137,6 +145,10 @@ def test_cli_sa_fcl_writes_pictures_numbers_and_tensorboard(runs, site, tmp_path
     np.testing.assert_array_equal(a["image_index"][:, 0], y.argmax(0))   # top image first
     summary = json.loads((out / "analysis.json").read_text())
     assert summary["neurons"] == [0, 1, 2] and summary["notes"] == []
+    rows = a["center_rows"].astype("float64")
+    entropy = -(rows * np.log(rows)).sum(-1).mean() / np.log(81)
+    assert summary["attention"]["entropy_over_uniform"] == pytest.approx(entropy, rel=1e-6)
+    assert summary["attention"]["max_weight"] == pytest.approx(rows.max(-1).mean(), rel=1e-6)
     assert _tensorboard_tags(tb) == {f"analyze/{n}" for n in pngs}
 
 

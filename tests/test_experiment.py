@@ -43,6 +43,27 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     assert "control/ff_cnn-ff_sa_cnn" in summary["paired"]          # the extra pair
     assert {(c["model"], c["baseline"]) for c in summary["surround_vs_control"]} == {
         ("ff_sa_cnn", "ff_cnn"), ("ff_cnn", "ff_sa_cnn")}
+    # surround captured: partial r on surround neurons, recomputed here from the saved model
+    import keras
+    import numpy as np
+
+    from data_prep import v1_model
+    from tfsacnn import data as data_lib, metrics
+
+    gt = out / "site" / "ground_truth.npz"
+    params = v1_model.load_params(gt)
+    images, _ = data_lib.load_numpy(out / "site", "test", verify=False)
+    drives = v1_model.drives(images[..., 0].astype("float64"), params)
+    has = np.load(gt)["has_surround"].astype(bool)
+    capture = {r["model"]: r for r in summary["surround_captured"]}
+    assert set(capture) == {"ff_cnn", "ff_sa_cnn"} and "ff_cnn" in capture["ff_sa_cnn"]["vs"]
+    assert "ff_sa_cnn" in capture["ff_cnn"]["vs"]                   # the extra pair
+    model = keras.saving.load_model(out / "runs" / "ff_sa_cnn" / "model.keras", compile=False)
+    expected = metrics.partial_corr(v1_model.combine(drives, params),
+                                    model.predict(images, verbose=0).astype("float64"),
+                                    v1_model.combine(drives, params, context=False))[has]
+    np.testing.assert_allclose(capture["ff_sa_cnn"]["per_neuron"], expected, rtol=1e-4)
+    assert "Surround captured" in md
     timings = json.loads((out / "timings.json").read_text())
     assert {"site", "ff_cnn", "ff_sa_cnn"} <= set(timings)
     # a second call reuses the site and the finished runs, and keeps their wall times

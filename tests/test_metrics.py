@@ -219,3 +219,23 @@ def test_real_sample_noise_degrades(real_sample):
         if prev is not None:
             assert (cur < prev).all(), (cur, prev)
         prev = cur
+
+
+def test_partial_corr_matches_regression_residuals_and_limits():
+    rng = np.random.default_rng(4)
+    crf = rng.gamma(0.5, 1.0, size=(300, 3))
+    surround = rng.normal(size=(300, 3))
+    truth = crf + 0.5 * surround
+    # a surround-blind prediction (any affine function of the control) captures nothing
+    np.testing.assert_allclose(M.partial_corr(truth, 2 * crf + 1, crf), np.nan)
+    # a prediction = control + the surround part captures all of it
+    np.testing.assert_allclose(M.partial_corr(truth, crf + 3 * surround, crf), 1.0)
+    # general case: the correlation of least-squares residuals on [1, control]
+    pred = crf + rng.normal(size=(300, 3)) + 0.2 * surround
+    expected = []
+    for j in range(3):
+        a = np.stack([np.ones(300), crf[:, j]], 1)
+        rt = truth[:, j] - a @ np.linalg.lstsq(a, truth[:, j], rcond=None)[0]
+        rp = pred[:, j] - a @ np.linalg.lstsq(a, pred[:, j], rcond=None)[0]
+        expected.append(np.corrcoef(rt, rp)[0, 1])
+    np.testing.assert_allclose(M.partial_corr(truth, pred, crf), expected, rtol=1e-10)

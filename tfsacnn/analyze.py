@@ -17,7 +17,8 @@ Writes into `--out` (default `RUN_DIR/analysis/<split>`):
 - SA models: `attention_pNN.png` + `attention.npz`: for each neuron's `--top` images by
   real response, the centre hypercolumn's attention row (query position (4, 4) of the
   9x9 map, a softmax over the 81 keys; heads averaged), bilinearly upsampled to the image
-  size and overlaid on it (Fig. 10), 8 neurons a page;
+  size and overlaid on it (Fig. 10), 8 neurons a page; analysis.json says how selective
+  those rows are (entropy / log 81: 1 = uniform; mean largest weight, 1/81 = uniform);
 - `analysis.json`: what was analysed, per-neuron CORR, the files written.
 `--tensorboard LOGDIR` logs the same pictures with `tf.summary.image` under `analyze/<name>`.
 
@@ -184,6 +185,19 @@ def center_attention(model, images):
     att = np.asarray(models.attention_maps(model, images))
     side = int(round(att.shape[-1] ** 0.5))
     return att[:, :, :, (side // 2) * side + side // 2, :]
+
+
+def attention_selectivity(rows):
+    """How far attention rows `(..., P)` (each summing to 1) are from uniform.
+
+    Returns {"entropy_over_uniform": mean H(row) / log P (1 = uniform, 0 = one key),
+    "max_weight": mean largest weight (1/P = uniform)}.
+    """
+    rows = np.asarray(rows, np.float64)
+    p = rows.shape[-1]
+    h = -np.sum(np.where(rows > 0, rows * np.log(np.maximum(rows, 1e-300)), 0.0), axis=-1)
+    return {"entropy_over_uniform": float(np.mean(h) / np.log(p)),
+            "max_weight": float(rows.max(-1).mean()), "uniform_max_weight": 1.0 / p}
 
 
 def forward(model, images, batch_size=None, attention_images=None, attention_columns=None):
@@ -371,7 +385,8 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
                  center_index=(h // 2) * w + w // 2, maps=maps)
         files.append(npz)
         attention = {"heads": int(rows.shape[2]), "positions": int(rows.shape[3]),
-                     "top": top, "center_index": (h // 2) * w + w // 2}
+                     "top": top, "center_index": (h // 2) * w + w // 2,
+                     **attention_selectivity(rows)}
 
     corr = plots.corr_columns(y, pred)
     summary = {

@@ -26,7 +26,8 @@ OUT receives:
     runs/<model>/         one tfsacnn.fit run directory per model
     experiment.yaml       the resolved experiment
     table.md, table.csv   tfsacnn.compare --group-by-surround on the report split, plus the
-                          fraction of the noise ceiling and two reference rows
+                          fraction of the noise ceiling, two reference rows and the
+                          surround captured by each model (below)
     summary.json          the same numbers, the verdict and the wall times
     timings.json          wall time of each step (site, each model), kept when a step is reused
 
@@ -38,6 +39,11 @@ repeat-mean target with the noise-free response (ground_truth.npz `noise_ceiling
 response itself (its CORR is the ceiling); `CRF-only truth` predicts with the same model
 neuron whose surround terms are held at their means (data_prep.v1_model, context=False),
 i.e. the best any surround-blind model could do.
+
+Surround captured: on surround neurons, the partial r of a model's prediction with the
+noise-free response, controlling for the CRF-only truth (`metrics.partial_corr`). It says
+how much of the surround's effect a model reproduces beyond its CRF, whatever its CRF
+accuracy (0 for a surround-blind model), paired against the baseline like the table.
 
 An existing OUT is reused (site and finished runs are not redone) when its
 experiment.yaml equals the resolved experiment; an unfinished run is resumed; a
@@ -263,7 +269,30 @@ def reference_scores(site_dir, split, top_k):
     k = min(top_k, len(target))
     refs = {"ground truth": metrics_lib.evaluate(target, clean, top_k=k),
             "CRF-only truth": metrics_lib.evaluate(target, crf_only, top_k=k)}
-    return refs, ceiling, has_surround
+    truth = {"images": images, "clean": clean, "crf_only": crf_only}
+    return refs, ceiling, has_surround, truth
+
+
+def surround_capture(runs, neurons, truth, batch_size=250):
+    """Per run, per neuron: partial r of the model's prediction with the noise-free
+    response, controlling for the CRF-only truth (metrics.partial_corr): the share of the
+    surround's effect a model reproduces beyond the CRF (0 for a surround-blind model,
+    NaN for control neurons, whose surround part is 0). -> {run name: (n,) float64}."""
+    import keras
+    import numpy as np
+
+    from . import metrics as metrics_lib
+    from . import models  # noqa: F401  (registers the layers for load_model)
+
+    out = {}
+    for name, run in runs.items():
+        model = keras.saving.load_model(pathlib.Path(run) / "model.keras", compile=False)
+        pred = model.predict(truth["images"], batch_size=batch_size, verbose=0)
+        out[name] = metrics_lib.partial_corr(truth["clean"][:, neurons],
+                                             np.asarray(pred, np.float64),
+                                             truth["crf_only"][:, neurons])
+        keras.backend.clear_session()
+    return out
 
 
 # --------------------------------------------------------------------------- report
@@ -334,7 +363,7 @@ def build_report(exp, out, runs, site_dir, split):
     names = list(runs)
     base = exp["baseline"]
     top_k = exp["eval"].get("top_k", 10)
-    refs, ceiling, has_surround = reference_scores(site_dir, split, top_k)
+    refs, ceiling, has_surround, truth = reference_scores(site_dir, split, top_k)
     per_run = {n: compare.load_run(runs[n], split) for n in names}
     neurons = per_run[base]["neurons"]
     for n in names:   # compare_runs refuses different neuron sets; align our copies too
@@ -353,6 +382,8 @@ def build_report(exp, out, runs, site_dir, split):
     df = pd.concat(tables, ignore_index=True)
     contrasts = [_contrast(per_run, m, base, groups) for m in names if m != base]
     contrasts += [_contrast(per_run, m, b, groups) for m, b in exp["pairs"] if b != base]
+    capture = _capture_rows(surround_capture(runs, neurons, truth), groups["surround"], base,
+                            exp["pairs"])
 
     # reference rows (not models): the ground truth and its CRF-only version
     ref_rows = []
@@ -381,13 +412,35 @@ def build_report(exp, out, runs, site_dir, split):
     if key in paired:
         criterion = {m: paired[key][m]["better_p05"] for m in compare.METRICS}
 
-    md = _markdown(exp, df, refs_df, contrasts, split, criterion)
+    md = _markdown(exp, df, refs_df, contrasts, split, criterion, capture)
     summary = {"experiment": exp, "split": split, "alpha": ALPHA,
                "criterion_surround_ff_sa_cnn_beats_ff_cnn": criterion,
                "paired": paired, "surround_vs_control": contrasts,
+               "surround_captured": capture,
                "table": json.loads(df.to_json(orient="records")),
                "references": json.loads(refs_df.to_json(orient="records"))}
     return md, df, refs_df, summary
+
+
+def _capture_rows(capture, surround, base, pairs):
+    """Surround captured (partial r) on surround neurons: mean ± s.e.m. per model, paired
+    against the baseline (and each extra pair's baseline)."""
+    from . import compare
+
+    against = {m: [base] for m in capture if m != base}
+    for m, b in pairs:
+        if b != base:
+            against.setdefault(m, []).append(b)
+    rows = []
+    for m, r in capture.items():
+        mean, sem = compare._mean_sem(r[surround])
+        row = {"model": m, "mean": _clean(mean), "sem": _clean(sem),
+               "per_neuron": [_clean(x) for x in r[surround]], "vs": {}}
+        for b in against.get(m, []):
+            row["vs"][b] = {k: _clean(v) if k in ("diff", "p") else v
+                            for k, v in compare.paired(r[surround], capture[b][surround]).items()}
+        rows.append(row)
+    return rows
 
 
 def _clean(x):
@@ -409,7 +462,7 @@ def _f(x, fmt):
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def _markdown(exp, df, refs_df, contrasts, split, criterion):
+def _markdown(exp, df, refs_df, contrasts, split, criterion, capture=()):
     from . import compare
 
     s = exp["site"]
@@ -459,6 +512,18 @@ def _markdown(exp, df, refs_df, contrasts, split, criterion):
             lines.append(f"| {r['group']} | {r['reference']} | {r['n_neurons']} | "
                          f"{_f(r['corr'], '.3f')} | {_f(r['pt_s_pct'], '.1f')} | "
                          f"{_f(r['pt_j_pct'], '.1f')} | {_f(r['corr_over_nc'], '.3f')} |")
+    if capture:
+        lines += ["", ("Surround captured, on surround neurons: partial r of the prediction with "
+                  "the noise-free response, controlling for the CRF-only truth "
+                  "(metrics.partial_corr); 0 = surround-blind. Paired as above."), "",
+                  "| model | partial r (mean ± s.e.m.) | vs | Δ (higher, p) |", "|---|---|---|---|"]
+        for r in capture:
+            first = f"| {r['model']} | {_f(r['mean'], '.3f')} ± {_f(r['sem'], '.3f')} |"
+            if not r["vs"]:
+                lines.append(first + " baseline | |")
+            for b, st in r["vs"].items():
+                lines.append(f"{first} {b} | {_f(st['diff'], '+.3f')} ({st['n_improved']}/"
+                             f"{st['n_paired']}, p={compare._fmt_p(st['p'])}) |")
     if criterion is not None:
         ok = ", ".join(f"{compare._LABEL[m].split()[0]} {'yes' if v else 'no'}"
                        for m, v in criterion.items())
