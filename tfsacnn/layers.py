@@ -177,35 +177,22 @@ class SelfAttention2D(keras.layers.Layer):
     `MultiHeadAttention` because it must hold n independent attention modules in one op
     (MHA has one set of weights) and must support the identity value path
     (`value_mapping=False`), which MHA cannot express.
-
-    `standardize_qk=True` (not in the paper; default False): q and k read x standardised
-    over the H*W positions, per image and channel, `(x - mean_p x) / sqrt(var_p x + eps)`;
-    v and the residual still read x. The paper's SA reads sigmoid outputs whose shared
-    mean dominates the logits, so its attention barely depends on the query's content
-    (docs/sa_vs_cnn.md). No weights are added: parameter counts stay the paper's.
-
-    `position_embedding=True` (not in the paper; default False): a learned `(H*W, C)` map
-    per neuron is added to what q and k read, so attention can depend on where a key is
-    (the paper's SA is blind to position: permuting positions permutes its output).
-    Adds H*W*C weights per neuron.
     """
 
     def __init__(self, n_neurons=1, key_dim=5, value_dim=5, num_heads=1, value_mapping=True,
-                 standardize_qk=False, position_embedding=False, **kwargs):
+                 **kwargs):
         super().__init__(**kwargs)
         self.n_neurons = int(n_neurons)
         self.key_dim = int(key_dim)
         self.value_dim = int(value_dim)
         self.num_heads = int(num_heads)
         self.value_mapping = bool(value_mapping)
-        self.standardize_qk = bool(standardize_qk)
-        self.position_embedding = bool(position_embedding)
 
     @property
     def neuron_axes(self):
         return {name: 0 for name in ("query_kernel", "query_bias", "key_kernel", "key_bias",
                                      "value_kernel", "value_bias", "output_kernel",
-                                     "output_bias", "gamma")} | {"position": 1}
+                                     "output_bias", "gamma")}
 
     def build(self, input_shape):
         n, h = self.n_neurons, self.num_heads
@@ -227,8 +214,6 @@ class SelfAttention2D(keras.layers.Layer):
             self.output_kernel = add("output_kernel", (n, h * self.value_dim, c), out_init)
             self.output_bias = add("output_bias", (n, c), out_init)
         self.gamma = add("gamma", (n,), "zeros")
-        if self.position_embedding:
-            self.position = add("position", (int(input_shape[1]) * int(input_shape[2]), n, c))
 
     def _project(self, x, kernel, bias, dim):
         """x (B, P, n, C) -> (B, P, n, heads, dim)."""
@@ -240,14 +225,8 @@ class SelfAttention2D(keras.layers.Layer):
         s = ops.shape(x)
         b, hgt, wid, n, c = s[0], s[1], s[2], self.n_neurons, self.channels
         xp = ops.reshape(x, (b, hgt * wid, n, c))
-        xqk = xp
-        if self.standardize_qk:
-            mean, var = ops.moments(xp, axes=[1], keepdims=True)
-            xqk = (xp - mean) * ops.rsqrt(var + 1e-5)
-        if self.position_embedding:
-            xqk = xqk + self.position
-        q = self._project(xqk, self.query_kernel, self.query_bias, self.key_dim)
-        k = self._project(xqk, self.key_kernel, self.key_bias, self.key_dim)
+        q = self._project(xp, self.query_kernel, self.query_bias, self.key_dim)
+        k = self._project(xp, self.key_kernel, self.key_bias, self.key_dim)
         attention = ops.softmax(ops.einsum("bpnhd,bqnhd->bnhpq", q, k), axis=-1)
         if self.value_mapping:
             v = self._project(xp, self.value_kernel, self.value_bias, self.value_dim)
@@ -269,8 +248,7 @@ class SelfAttention2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "n_neurons": self.n_neurons, "key_dim": self.key_dim,
                 "value_dim": self.value_dim, "num_heads": self.num_heads,
-                "value_mapping": self.value_mapping, "standardize_qk": self.standardize_qk,
-                "position_embedding": self.position_embedding}
+                "value_mapping": self.value_mapping}
 
 
 @keras.saving.register_keras_serializable("tfsacnn")

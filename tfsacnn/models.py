@@ -45,8 +45,7 @@ PAPER_PARAM_COUNTS = {
 
 DEFAULTS = dict(dropout=0.3, key_dim=5, value_dim=5, num_heads=1, image_size=IMAGE_SIZE,
                 conv_implementation="auto", seed=None, synchronized_bn=False,
-                precision="float32", standardize_qk=False,
-                position_embedding=False)
+                precision="float32")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIONS = set(DEFAULTS) | {"channels", "attention", "beta_kernel", "readout"}
 ATTENTION = (None, "value_mapping", "identity_value")
@@ -122,8 +121,6 @@ def _build(name, o, n, core):
     if o["attention"]:
         layers.append(SelfAttention2D(g, key_dim=o["key_dim"], value_dim=o["value_dim"],
                                       num_heads=o["num_heads"],
-                                      standardize_qk=o["standardize_qk"],
-                                      position_embedding=o["position_embedding"],
                                       value_mapping=o["attention"] == "value_mapping",
                                       name="self_attention"))
         layers += bn_act_drop("self_attention")
