@@ -64,6 +64,18 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
                                     v1_model.combine(drives, params, context=False))[has]
     np.testing.assert_allclose(capture["ff_sa_cnn"]["per_neuron"], expected, rtol=1e-4)
     assert "Surround captured" in md
+    # docs/sa_diagnostics.py (the doc's attention diagnostics) on the same run
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(REPO / "docs" / "sa_diagnostics.py"),
+                           str(out / "runs" / "ff_sa_cnn"), str(out / "site")],
+                          capture_output=True, text=True, check=True)
+    diag = json.loads(done.stdout)
+    assert 0 < diag["entropy_over_uniform"] <= 1 and 0 <= diag["logit_share_from_centre_content"] <= 1
+    run_corr = np.array(json.loads((out / "runs" / "ff_sa_cnn" / "metrics.json").read_text())
+                        ["splits"]["test"]["per_neuron"]["corr"])
+    assert diag["corr"]["surround"] == pytest.approx(np.nanmean(run_corr[has]), abs=1e-4)
     timings = json.loads((out / "timings.json").read_text())
     assert {"site", "ff_cnn", "ff_sa_cnn"} <= set(timings)
     # a second call reuses the site and the finished runs, and keeps their wall times
