@@ -20,11 +20,10 @@ import os
 import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfsacnn import data as data_lib, metrics, models  # noqa: E402
-from tfsacnn.analyze import attention_selectivity  # noqa: E402
+from tfsacnn.analyze import attention_selectivity, load_run  # noqa: E402
 
 
 def main():
@@ -35,8 +34,8 @@ def main():
     p.add_argument("--split", default="test")
     a = p.parse_args()
     run, site = pathlib.Path(a.run), pathlib.Path(a.site)
-    m = keras.saving.load_model(run / "model.keras", compile=False)
-    neurons = json.loads((run / "metrics.json").read_text())["neurons"]
+    loaded = load_run(run)
+    m, neurons = loaded["model"], loaded["neurons"]
     has = np.load(site / "ground_truth.npz")["has_surround"].astype(bool)[neurons]
     x, y = data_lib.load_numpy(site, a.split, verify=False)
     y = y[:, neurons]

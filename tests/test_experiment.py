@@ -109,3 +109,14 @@ def test_unknown_key_in_yaml(tmp_path, capsys):
     assert experiment.main([str(bad)]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'epochs'" in err and err.count("\n") == 1
+
+
+def test_surround_capture_refuses_an_unloadable_model_in_one_line(tmp_path):
+    from tfsacnn.errors import TfsacnnError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(TfsacnnError, match=r"model\.keras: cannot load") as e:
+        experiment.surround_capture({"m": run}, [0], {})
+    assert "\n" not in str(e.value)

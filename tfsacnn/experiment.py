@@ -282,11 +282,11 @@ def surround_capture(runs, neurons, truth, batch_size=250):
     import numpy as np
 
     from . import metrics as metrics_lib
-    from . import models  # noqa: F401  (registers the layers for load_model)
+    from .analyze import load_run
 
     out = {}
     for name, run in runs.items():
-        model = keras.saving.load_model(pathlib.Path(run) / "model.keras", compile=False)
+        model = load_run(run)["model"]   # one-line error for a missing or bad model.keras
         pred = model.predict(truth["images"], batch_size=batch_size, verbose=0)
         out[name] = metrics_lib.partial_corr(truth["clean"][:, neurons],
                                              np.asarray(pred, np.float64),
