@@ -12,6 +12,16 @@ SHARED_SAMPLE = REPO.parent / "shared" / "data" / "m1s1_val_responses_sample.npy
 
 
 @pytest.fixture(scope="session")
+def site(tmp_path_factory):
+    """A tiny simulated site shared by the training tests: 3 neurons, 200/100/100 images."""
+    from data_prep.synthesize import synthesize
+
+    out = tmp_path_factory.mktemp("site") / "site"
+    synthesize(out, neurons=3, train=200, val=100, test=100, repeats=4, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def real_sample():
     """Real responses of 10 M1S1 neurons to 1000 validation images, (1000, 10) float64."""
     if not SHARED_SAMPLE.exists():

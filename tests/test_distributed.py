@@ -26,15 +26,6 @@ ARGS = ["--config", str(REPO / "configs/ff_sa_cnn.yaml"), "--set", "train.epochs
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    from data_prep.synthesize import synthesize
-
-    out = tmp_path_factory.mktemp("dist") / "site"
-    synthesize(out, neurons=3, train=200, val=100, test=100, repeats=4, seed=1, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def single(site, tmp_path_factory):
     from tfsacnn import fit
 

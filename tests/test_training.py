@@ -18,15 +18,6 @@ TINY = ["--set", "train.epochs=2", "--set", "eval.tuning_curve_neurons=2",
         "--set", "model.overrides={channels: 6}"]
 
 
-@pytest.fixture(scope="session")
-def site(tmp_path_factory):
-    from data_prep.synthesize import synthesize
-
-    out = tmp_path_factory.mktemp("site") / "site"
-    synthesize(out, neurons=3, train=200, val=100, test=100, repeats=4, seed=0, progress=False)
-    return out
-
-
 def _fit(site, out, *extra, config="configs/ff_sa_cnn.yaml"):
     from tests.conftest import REPO
 
