@@ -214,6 +214,13 @@ def test_evaluate_save_makes_a_run_comparable(tiny_run, tmp_path):
     table = compare.compare_runs([tiny_run, run], split="test")
     assert len(table) == 2
     np.testing.assert_allclose(table["corr"].iloc[0], table["corr"].iloc[1], atol=1e-5)
+    # the same parameter count as fit wrote: the shared core spread over 3 neurons + readout
+    import keras
+
+    from tfsacnn import models
+
+    n_params = models.count_trainable(keras.saving.load_model(run / "model.keras"))
+    assert table["params_per_neuron"].tolist() == [round(n_params / 3)] * 2
 
 
 def test_demo_refuses_bad_key_before_synthesising(tmp_path, monkeypatch, capsys):

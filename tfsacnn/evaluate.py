@@ -74,7 +74,7 @@ def save_metrics(run, split, entry, info):
     """Add `entry` as `splits[split]` of RUN/metrics.json (created if absent)."""
     import keras
 
-    from . import fit, models
+    from . import fit
 
     run = pathlib.Path(run)
     path = run / "metrics.json"
@@ -86,8 +86,7 @@ def save_metrics(run, split, entry, info):
         metrics = {
             "model": cfg.get("model", {}).get("name", model.name),
             "core": cfg.get("model", {}).get("core", "independent"),
-            "trainable_params_per_neuron": models.count_trainable(model)
-            // model.output_shape[-1],
+            "trainable_params_per_neuron": fit.trainable_per_neuron(model),
             "neurons": info["neurons"],
             "neuron_ids": [info["manifest"]["neuron_ids"][i] for i in info["neurons"]],
             "data": {"dir": str(pathlib.Path(info["data"]).resolve()),

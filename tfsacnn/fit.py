@@ -108,7 +108,7 @@ def report(model, trainer, best_epoch):
     predict = trainer._make_predict(model)
     out = {
         "model": cfg["model"]["name"], "core": cfg["model"]["core"],
-        "trainable_params_per_neuron": trainable_per_neuron(model, cfg),
+        "trainable_params_per_neuron": trainable_per_neuron(model),
         "neurons": trainer.neurons,
         "neuron_ids": [trainer.manifest["neuron_ids"][i] for i in trainer.neurons],
         "data": {"dir": str(cfg["data"]["dir"]),
@@ -144,7 +144,7 @@ def split_entry(scores, n_images):
                      if k != "n_nan" else int(v) for k, v in summary.items()}}
 
 
-def trainable_per_neuron(model, cfg):
+def trainable_per_neuron(model):
     """Trainable parameters / neurons: one network each (independent), or the shared core
     spread over the neurons plus each neuron's readout (shared)."""
     from . import models
