@@ -1,0 +1,82 @@
+"""PT on a larger held-out set from the same simulated neurons (docs/sa_vs_cnn.md, section 7).
+
+    python docs/pt_power.py SITE_DIR BASELINE_RUN RUN [--images 10000] [--seed 12345]
+
+PT with top_k = 10 of a 1000-image test split is coarse: even the noise-free truth of a
+surround neuron reaches only ~70% PT_J there. This draws `--images` new images
+(`data_prep.stimuli`, a seed the site never used), gives them the site's own neurons
+(SITE_DIR/ground_truth.npz: the calibrated parameters, so no re-calibration) and 10 noisy
+repeats, predicts them with both runs' model.keras and prints one JSON object: per group
+(surround / control), CORR, PT_J and PT_S at top_k = 1% of the images, for the runs and
+for the noise-free truth, and the paired run - baseline differences (neurons improved,
+Wilcoxon p). First it checks that the parameters reproduce the site's test split.
+"""
+import argparse
+import json
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from data_prep import stimuli, v1_model  # noqa: E402
+from tfsacnn import metrics  # noqa: E402
+from tfsacnn.analyze import load_run  # noqa: E402
+
+
+def scores(y, pred, top_k):
+    return {"CORR": metrics.corr(y, pred),
+            "PT_J": 100 * metrics.peak_tuning_joint(y, pred, top_k),
+            "PT_S": 100 * metrics.peak_tuning_separate(y, pred, top_k)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("site")
+    p.add_argument("baseline")
+    p.add_argument("run")
+    p.add_argument("--images", type=int, default=10000)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--seed", type=int, default=12345)
+    a = p.parse_args()
+    site = pathlib.Path(a.site)
+    params = v1_model.load_params(site / "ground_truth.npz")
+    with np.load(site / "ground_truth.npz", allow_pickle=False) as z:
+        test_clean = z["test_noise_free"]
+    from tfsacnn import data as data_lib
+    x_test, _ = data_lib.load_numpy(site, "test", verify=False)
+    err = np.abs(v1_model.responses(x_test[..., 0], params) - test_clean).max()
+    if err > 1e-4:
+        raise SystemExit(f"{site}: ground_truth.npz does not reproduce the test split ({err:.2g})")
+
+    rng = np.random.default_rng(a.seed)
+    images = stimuli.natural_images(a.images, params.get("image_size", 50), rng)
+    clean = v1_model.responses(images, params)
+    target = v1_model.noisy_trials(clean, params, rng, a.repeats).mean(1)
+    top_k = max(1, a.images // 100)
+    has = params["has_surround"]
+    preds = {}
+    for key, run in (("baseline", a.baseline), ("run", a.run)):
+        loaded = load_run(pathlib.Path(run))
+        assert list(loaded["neurons"]) == list(range(len(has))), "runs must hold every neuron"
+        preds[key] = np.asarray(loaded["model"].predict(images[..., None], batch_size=250,
+                                                        verbose=0), np.float64)
+    out = {"images": a.images, "repeats": a.repeats, "top_k": top_k, "seed": a.seed,
+           "check_max_abs_error_on_test_split": float(err)}
+    for group, sel in (("surround", has), ("control", ~has)):
+        s = {k: scores(target[:, sel], v[:, sel], top_k) for k, v in preds.items()}
+        s["noise_free_truth"] = scores(target[:, sel], clean[:, sel], top_k)
+        g = {k: {m: round(float(np.mean(v)), 4) for m, v in d.items()} for k, d in s.items()}
+        for m in ("CORR", "PT_J", "PT_S"):
+            d = s["run"][m] - s["baseline"][m]
+            p_val = stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+            g[f"delta_{m}"] = {"mean": round(float(d.mean()), 4), "improved": int((d > 0).sum()),
+                               "neurons": int(len(d)), "wilcoxon_p": round(float(p_val), 5)}
+        out[group] = g
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
