@@ -9,7 +9,8 @@ surround neuron reaches only ~70% PT_J there. This draws `--images` new images
 repeats, predicts them with both runs' model.keras and prints one JSON object: per group
 (surround / control), CORR, PT_J and PT_S at top_k = 1% of the images, for the runs and
 for the noise-free truth, and the paired run - baseline differences (neurons improved,
-Wilcoxon p). First it checks that the parameters reproduce the site's test split.
+Wilcoxon p), and a two-sided Mann-Whitney p comparing the surround and control neurons'
+differences (is the gain larger where the surround exists?). First it checks that the parameters reproduce the site's test split.
 """
 import argparse
 import json
@@ -65,16 +66,21 @@ def main():
                                                         verbose=0), np.float64)
     out = {"images": a.images, "repeats": a.repeats, "top_k": top_k, "seed": a.seed,
            "check_max_abs_error_on_test_split": float(err)}
+    deltas = {}
     for group, sel in (("surround", has), ("control", ~has)):
         s = {k: scores(target[:, sel], v[:, sel], top_k) for k, v in preds.items()}
         s["noise_free_truth"] = scores(target[:, sel], clean[:, sel], top_k)
         g = {k: {m: round(float(np.mean(v)), 4) for m, v in d.items()} for k, d in s.items()}
         for m in ("CORR", "PT_J", "PT_S"):
             d = s["run"][m] - s["baseline"][m]
+            deltas[group, m] = d
             p_val = stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
             g[f"delta_{m}"] = {"mean": round(float(d.mean()), 4), "improved": int((d > 0).sum()),
                                "neurons": int(len(d)), "wilcoxon_p": round(float(p_val), 5)}
         out[group] = g
+    out["surround_vs_control_mannwhitney_p"] = {
+        m: round(float(stats.mannwhitneyu(deltas["surround", m], deltas["control", m]).pvalue), 5)
+        for m in ("CORR", "PT_J", "PT_S")}
     print(json.dumps(out, indent=1))
 
 
