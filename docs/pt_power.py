@@ -61,7 +61,8 @@ def main():
     preds = {}
     for key, run in (("baseline", a.baseline), ("run", a.run)):
         loaded = load_run(pathlib.Path(run))
-        assert list(loaded["neurons"]) == list(range(len(has))), "runs must hold every neuron"
+        if list(loaded["neurons"]) != list(range(len(has))):
+            raise SystemExit(f"{run}: holds neurons {loaded['neurons']}, not all {len(has)} of {site}")
         preds[key] = np.asarray(loaded["model"].predict(images[..., None], batch_size=250,
                                                         verbose=0), np.float64)
     out = {"images": a.images, "repeats": a.repeats, "top_k": top_k, "seed": a.seed,

@@ -34,6 +34,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tfsacnn import metrics  # noqa: E402  (numpy only, like tfsacnn.errors)
+from tfsacnn.errors import DataError, TfsacnnError, run_cli  # noqa: E402
 
 # tfsacnn.models.VARIANTS (channels, attention, beta kernel, readout); a test keeps them equal.
 VARIANTS = {
@@ -147,10 +149,32 @@ def site_state_dict(name, state, n):
     return out
 
 
-def corr_columns(a, b):
-    """Pearson r per column of two (M, n) tensors (float64)."""
-    a, b = a.double() - a.double().mean(0), b.double() - b.double().mean(0)
-    return (a * b).sum(0) / ((a * a).sum(0) * (b * b).sum(0)).sqrt()
+SITE_KEYS = ("train_images", "train_responses", "val_images", "val_responses", "has_surround")
+
+
+def load_site(path):
+    """A `site` .npz -> {key: array}; DataError (one line, naming the file) if unusable."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arr = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: not a readable site .npz ({type(e).__name__}: {e})") from None
+    missing = [k for k in SITE_KEYS if k not in arr]
+    if missing:
+        raise DataError(f"{path}: lacks {', '.join(missing)} (write it with `train_torch.py site`)")
+    n = arr["train_responses"].shape[-1]
+    for split in ("train", "val"):
+        x, y = arr[f"{split}_images"], arr[f"{split}_responses"]
+        if x.ndim != 3 or y.ndim != 2 or len(x) != len(y) or y.shape[1] != n:
+            raise DataError(f"{path}: {split} images {x.shape} and responses {y.shape} do not match "
+                            f"(expected (M, S, S) and (M, {n}))")
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise DataError(f"{path}: {split} images or responses hold NaN or inf")
+    if arr["has_surround"].shape != (n,):
+        raise DataError(f"{path}: has_surround has shape {arr['has_surround'].shape}, expected ({n},)")
+    return arr
 
 
 def train(site, name, epochs, out, batch=50, lr=1e-3, seed=0, end_at=None, device=None, log=print):
@@ -162,19 +186,17 @@ def train(site, name, epochs, out, batch=50, lr=1e-3, seed=0, end_at=None, devic
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(seed)
-    with np.load(site, allow_pickle=False) as z:
-        arr = {k: z[k] for k in z.files}
+    arr = load_site(site)
     x_tr = torch.from_numpy(arr["train_images"]).to(device).unsqueeze(1)   # (M, 1, S, S)
     y_tr = torch.from_numpy(arr["train_responses"]).to(device)             # (M, n)
     x_va = torch.from_numpy(arr["val_images"]).to(device).unsqueeze(1)
-    y_va = torch.from_numpy(arr["val_responses"]).to(device)
     surround = arr["has_surround"].astype(bool)
     m, n = y_tr.shape
     net = build(name, n).to(device)
     opt = torch.optim.Adam(net.parameters(), lr, fused=device == "cuda")
     gen = torch.Generator(device=device).manual_seed(seed)
     best = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    best_corr = torch.full((n,), -float("inf"), dtype=torch.float64, device=device)
+    best_corr = np.full(n, -np.inf)
     best_epoch = np.zeros(n, int)
     os.makedirs(out, exist_ok=True)
     history, t_start = [], time.time()
@@ -195,17 +217,16 @@ def train(site, name, epochs, out, batch=50, lr=1e-3, seed=0, end_at=None, devic
         net.eval()
         with torch.no_grad():
             pred = torch.cat([net(x_va[i:i + 500]) for i in range(0, len(x_va), 500)])
-            corr = corr_columns(pred, y_va)
-            better = corr > best_corr
-            best_corr = torch.where(better, corr, best_corr)
+            c = metrics.corr(arr["val_responses"], pred.cpu().numpy())    # (n,); NaN never wins
+            better = c > best_corr
+            best_corr[better], best_epoch[better] = c[better], epoch
+            mask = torch.from_numpy(better).to(device)
             for k, v in net.state_dict().items():
-                if v.dim() and v.shape[0] % n == 0:
-                    _by_neuron(best[k], n)[better] = _by_neuron(v, n)[better]
+                if v.dim():  # every tensor but num_batches_tracked is neuron-major
+                    _by_neuron(best[k], n)[mask] = _by_neuron(v, n)[mask]
         loss = float(total) / math.ceil(m / batch) / n
         if not math.isfinite(loss):
-            raise SystemExit(f"{name}: loss is {loss} at epoch {epoch}")
-        c = corr.cpu().numpy()
-        best_epoch[better.cpu().numpy()] = epoch
+            raise TfsacnnError(f"{name}: loss is {loss} at epoch {epoch}")
         dt = time.time() - t0
         history.append({"epoch": epoch, "loss": loss, "seconds": round(dt, 2),
                         "val_corr": [round(float(v), 5) for v in c],
@@ -234,7 +255,7 @@ def _write(out, name, n, best, history, best_epoch, best_corr, epochs):
     os.replace(path + ".tmp", path)
     summary = {"model": name, "epochs_planned": epochs, "epochs_done": len(history),
                "best_epoch": best_epoch.tolist(),
-               "best_val_corr": [round(float(v), 5) for v in best_corr.cpu().numpy()],
+               "best_val_corr": [round(float(v), 5) for v in best_corr],
                "history": history}
     with open(os.path.join(out, "history.json.tmp"), "w") as f:
         json.dump(summary, f, indent=1)
@@ -255,20 +276,30 @@ def write_site(out, **kw):
     os.replace(out + ".tmp", out)
 
 
+def _at_least(lo):
+    def parse(text):
+        v = int(text)
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text}")
+        return v
+    return parse
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("site", help="simulate a site into one .npz (numpy only)")
     s.add_argument("--out", required=True)
-    for k, v in (("neurons", 24), ("train", 32000), ("val", 1000), ("test", 1000), ("repeats", 10),
-                 ("seed", 0)):
-        s.add_argument(f"--{k}", type=int, default=v)
+    for k, v in (("neurons", 24), ("train", 32000), ("val", 1000), ("repeats", 10)):
+        s.add_argument(f"--{k}", type=_at_least(1), default=v)
+    s.add_argument("--test", type=_at_least(0), default=1000)
+    s.add_argument("--seed", type=int, default=0)
     s.add_argument("--surround-fraction", type=float, default=0.5)
     t = sub.add_parser("train", help="train one variant's networks on a site .npz")
     t.add_argument("--site", required=True)
     t.add_argument("--model", required=True, choices=sorted(VARIANTS))
-    t.add_argument("--epochs", type=int, default=50)
-    t.add_argument("--batch", type=int, default=50)
+    t.add_argument("--epochs", type=_at_least(1), default=50)
+    t.add_argument("--batch", type=_at_least(1), default=50)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--end-at", type=float, default=None, help="Unix time: stop before passing it")
@@ -276,11 +307,15 @@ def main(argv=None):
     t.add_argument("--out", required=True)
     a = p.parse_args(argv)
     if a.cmd == "site":
-        write_site(a.out, neurons=a.neurons, train=a.train, val=a.val, test=a.test, repeats=a.repeats,
-                   seed=a.seed, surround_fraction=a.surround_fraction)
+        code = run_cli(lambda: write_site(a.out, neurons=a.neurons, train=a.train, val=a.val,
+                                          test=a.test, repeats=a.repeats, seed=a.seed,
+                                          surround_fraction=a.surround_fraction), path=a.out)
     else:
-        train(a.site, a.model, a.epochs, a.out, a.batch, a.lr, a.seed, a.end_at, a.device,
-              log=lambda msg: print(msg, flush=True))
+        code = run_cli(lambda: train(a.site, a.model, a.epochs, a.out, a.batch, a.lr, a.seed,
+                                     a.end_at, a.device, log=lambda msg: print(msg, flush=True)),
+                       path=a.site)
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ The torch networks below are written here from the paper's published architectur
 taken from the reference code); only their attribute names follow the reference modules,
 so that their state_dicts have the reference checkpoints' keys.
 """
+import json
 import os
 import pathlib
 import subprocess
@@ -396,7 +397,7 @@ def test_train_torch_best_epoch_per_neuron_imports_into_tfsacnn(tmp_path):
                   surround_fraction=0.5)
     tt.train(site, "ff_sa_cnn", 3, str(tmp_path / "out"), batch=50, lr=0.01, device="cpu",
              log=lambda m: None)
-    hist = __import__("json").loads((tmp_path / "out" / "history.json").read_text())
+    hist = json.loads((tmp_path / "out" / "history.json").read_text())
     assert hist["epochs_done"] == 3 and len(hist["history"]) == 3
     per_epoch = np.array([h["val_corr"] for h in hist["history"]])   # (epochs, n)
     np.testing.assert_allclose(hist["best_val_corr"], per_epoch.max(0), atol=1e-5)
@@ -409,3 +410,26 @@ def test_train_torch_best_epoch_per_neuron_imports_into_tfsacnn(tmp_path):
     assert pred.std(axis=0).min() > 1e-3, "degenerate test: predictions do not vary"
     got = metrics.corr(y, pred)
     np.testing.assert_allclose(got, hist["best_val_corr"], atol=2e-4)
+
+
+def test_train_torch_bad_site_is_one_line_exit_2(tmp_path, capsys):
+    tt = _train_torch()
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    arrays = dict(train_images=np.zeros((4, 50, 50), np.float32),
+                  train_responses=np.zeros((4, 2), np.float32),
+                  val_images=np.zeros((3, 50, 50), np.float32),
+                  val_responses=np.full((3, 2), np.nan, np.float32), has_surround=np.ones(2, bool))
+    nan = tmp_path / "nan.npz"
+    np.savez(nan, **arrays)
+    short = tmp_path / "short.npz"
+    np.savez(short, **{**arrays, "val_responses": np.zeros((2, 2), np.float32)})
+    for path, problem in ((bad, "not a readable site .npz"), (nan, "val images or responses hold NaN"),
+                          (short, "val images (3, 50, 50) and responses (2, 2) do not match"),
+                          (tmp_path / "missing.npz", "not a readable site .npz")):
+        with pytest.raises(SystemExit) as e:
+            tt.main(["train", "--site", str(path), "--model", "ff_cnn", "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1
+        assert err.startswith(f"error: {path}: {problem}")
+    assert not (tmp_path / "o").exists()
