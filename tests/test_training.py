@@ -228,3 +228,17 @@ def test_demo_refuses_bad_key_before_synthesising(tmp_path, monkeypatch, capsys)
     assert fit.main(["--set", "train.epohcs=3"]) == 2
     assert "unknown key 'train.epohcs'" in capsys.readouterr().err
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_optimizer_is_the_papers_adam(site, tmp_path, optimizer):
+    """Adam's epsilon is PyTorch's 1e-8 (the paper's code), not Keras' 1e-7."""
+    from tfsacnn import config
+
+    cfg = config.load(sets=[f"data.dir={site}", f"train.optimizer={optimizer}",
+                            "train.weight_decay=0.01", "train.learning_rate=0.002"])
+    opt = training.Trainer(cfg, tmp_path / "run").make_optimizer()
+    assert type(opt).__name__ == {"adam": "Adam", "adamw": "AdamW"}[optimizer]
+    assert opt.epsilon == 1e-8 and float(opt.learning_rate) == pytest.approx(0.002)
+    if optimizer == "adamw":
+        assert opt.weight_decay == 0.01

@@ -111,7 +111,7 @@ def tf_step(args):
         model = models.build(args.model, n_neurons=args.neurons, core=args.core,
                              conv_implementation=args.conv_implementation,
                              precision=args.precision)
-        opt = keras.optimizers.Adam(1e-3)
+        opt = keras.optimizers.Adam(1e-3, epsilon=1e-8)
         opt.build(model.trainable_variables)
         x, y = tf.constant(x), tf.constant(y)
 

@@ -1,6 +1,7 @@
 """Strategy-aware trainer with the paper's protocol.
 
-- Adam 1e-3, MSE, batch 50, 50 epochs by default (`tfsacnn.config`).
+- Adam 1e-3, MSE, batch 50, 50 epochs by default (`tfsacnn.config`); Adam's epsilon is
+  PyTorch's 1e-8 (the paper's code), not Keras' 1e-7.
 - The loss is the per-neuron MSE summed over neurons, so every neuron's network gets
   exactly the gradient it would get if it were trained alone (the paper fits one network
   per neuron). Logs show the mean over neurons.
@@ -28,6 +29,7 @@ from .errors import TfsacnnError
 from .progress import progress_bar
 
 
+ADAM_EPSILON = 1e-8       # PyTorch's default, as in the paper's code (Keras' default is 1e-7)
 DEFAULT_CPU_CHUNK = 64
 
 
@@ -232,9 +234,9 @@ class Trainer:
 
     def make_optimizer(self):
         t = self.cfg["train"]
-        if t["optimizer"] == "adamw":
-            return keras.optimizers.AdamW(t["learning_rate"], weight_decay=t["weight_decay"])
-        return keras.optimizers.Adam(t["learning_rate"])
+        kind = keras.optimizers.AdamW if t["optimizer"] == "adamw" else keras.optimizers.Adam
+        extra = {"weight_decay": t["weight_decay"]} if t["optimizer"] == "adamw" else {}
+        return kind(t["learning_rate"], epsilon=ADAM_EPSILON, **extra)
 
     # ------------------------------------------------------------------ steps
 
