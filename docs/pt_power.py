@@ -17,12 +17,11 @@ that neuron's peaks, and per group a Spearman rho between the PT gain and each o
 (key "why_pt"): `peak_overlap_crf_only` is the fraction of the neuron's
 top_k images (by noise-free response) that stay in the top_k without the surround
 (`v1_model.responses(..., context=False)`; 1 = the surround does not change which images
-are the peaks); `peak_scale_*` is a model's mean prediction over those top_k images divided
-by the mean noisy response there (PT needs predictions that reach the true threshold);
-`captured_*` is `metrics.partial_corr` with the CRF-only truth as the control;
-`top_overlap_*` is the fraction of the top_k images by noisy response that are among the
-model's top_k predictions (PT without the threshold: which images, not how high), with a
-paired Wilcoxon of its change per group (key "top_overlap").
+are the peaks); `captured_*` is `metrics.partial_corr` with the CRF-only truth as the
+control; `top_overlap_*` and `peak_height_*` are `metrics.top_overlap` (which images a model
+puts at the top) and `metrics.peak_height` (how high it predicts them; PT needs predictions
+that reach the true threshold), with a paired Wilcoxon of their change per group (key
+"peaks").
 """
 import argparse
 import json
@@ -41,7 +40,9 @@ from tfsacnn.analyze import load_run  # noqa: E402
 def scores(y, pred, top_k):
     return {"CORR": metrics.corr(y, pred),
             "PT_J": 100 * metrics.peak_tuning_joint(y, pred, top_k),
-            "PT_S": 100 * metrics.peak_tuning_separate(y, pred, top_k)}
+            "PT_S": 100 * metrics.peak_tuning_separate(y, pred, top_k),
+            "top_overlap": metrics.top_overlap(y, pred, top_k),
+            "peak_height": metrics.peak_height(y, pred, top_k)}
 
 
 def main():
@@ -103,50 +104,36 @@ def main():
 
 def per_neuron(target, clean, crf_only, preds, params, top_k):
     """Rows per neuron, and Spearman rho per group of the PT gains with each column."""
-    top = np.argsort(-clean, axis=0, kind="stable")[:top_k]
-    top_crf = np.argsort(-crf_only, axis=0, kind="stable")[:top_k]
-    overlap = np.array([len(np.intersect1d(top[:, j], top_crf[:, j])) / top_k
-                        for j in range(clean.shape[1])])
-    peak_mean = np.take_along_axis(target, top, axis=0).mean(0)
-    cols = {"peak_overlap_crf_only": overlap,
+    cols = {"peak_overlap_crf_only": metrics.top_overlap(clean, crf_only, top_k),
             "surround_strength": np.asarray(params["surround_strength"], float)}
     for key, p in preds.items():
-        cols[f"peak_scale_{key}"] = np.take_along_axis(p, top, axis=0).mean(0) / peak_mean
         cols[f"captured_{key}"] = metrics.partial_corr(clean, p, crf_only)
-        cols[f"top_overlap_{key}"] = top_overlap(target, p, top_k)
         for m, v in scores(target, p, top_k).items():
             cols[f"{m}_{key}"] = v
-    for m in ("CORR", "PT_J", "PT_S", "captured", "peak_scale", "top_overlap"):
+    for m in ("CORR", "PT_J", "PT_S", "captured", "top_overlap", "peak_height"):
         cols[f"delta_{m}"] = cols[f"{m}_run"] - cols[f"{m}_baseline"]
     has = np.asarray(params["has_surround"], bool)
     rows = [{"neuron": j, "surround": bool(has[j]),
              **{k: round(float(v[j]), 4) for k, v in cols.items()}} for j in range(len(has))]
-    why, overlap_test = {}, {}
+    why, peaks = {}, {}
     for group, sel in (("surround", has), ("control", ~has)):
-        d = cols["delta_top_overlap"][sel]
-        overlap_test[group] = {
-            "baseline": round(float(cols["top_overlap_baseline"][sel].mean()), 4),
-            "run": round(float(cols["top_overlap_run"][sel].mean()), 4),
-            "noise_free_truth": round(float(top_overlap(target, clean, top_k)[sel].mean()), 4),
-            "crf_only_truth": round(float(top_overlap(target, crf_only, top_k)[sel].mean()), 4),
-            "delta": round(float(d.mean()), 4), "improved": int((d > 0).sum()),
-            "wilcoxon_p": round(float(stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0), 5)}
+        for m, f in (("top_overlap", metrics.top_overlap), ("peak_height", metrics.peak_height)):
+            d = cols[f"delta_{m}"][sel]
+            peaks[f"{group}: {m}"] = {
+                **{k: round(float(cols[f"{m}_{k}"][sel].mean()), 4) for k in preds},
+                "noise_free_truth": round(float(f(target, clean, top_k)[sel].mean()), 4),
+                "crf_only_truth": round(float(f(target, crf_only, top_k)[sel].mean()), 4),
+                "delta": round(float(d.mean()), 4), "improved": int((d > 0).sum()),
+                "wilcoxon_p": round(float(stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0), 5)}
         for d in ("delta_PT_J", "delta_PT_S"):
             for k in ("peak_overlap_crf_only", "surround_strength", "delta_captured",
-                      "delta_CORR", "delta_peak_scale"):
+                      "delta_CORR", "delta_peak_height", "delta_top_overlap"):
                 if np.ptp(cols[k][sel]) == 0 or np.isnan(cols[k][sel]).any():
                     continue                  # constant or undefined for the controls
                 r = stats.spearmanr(cols[d][sel], cols[k][sel])
                 why[f"{group}: {d} ~ {k}"] = {"rho": round(float(r.statistic), 3),
                                               "p": round(float(r.pvalue), 4)}
-    return {"neurons": rows, "why_pt": why, "top_overlap": overlap_test}
-
-
-def top_overlap(y, pred, top_k):
-    """(n_images, n) x2 -> (n,): share of the top_k images by y among the top_k by pred."""
-    a = np.argsort(-y, axis=0, kind="stable")[:top_k]
-    b = np.argsort(-pred, axis=0, kind="stable")[:top_k]
-    return np.array([len(np.intersect1d(a[:, j], b[:, j])) / top_k for j in range(y.shape[1])])
+    return {"neurons": rows, "why_pt": why, "peaks": peaks}
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ SHA = "ab" * 32
 
 
 def make_run(root, name, corr, pt_j, pt_s, neurons=None, model="ff_cnn", params=46017,
-             sha=SHA, data_dir=None, split="val", **extra):
-    """Write RUN/metrics.json by hand; None means NaN (written as null)."""
+             sha=SHA, data_dir=None, split="val", peaks=None, **extra):
+    """Write RUN/metrics.json by hand; None means NaN (written as null).
+    peaks: (top_overlap, peak_height) lists, or None for a run scored before they existed."""
     neurons = list(range(len(corr))) if neurons is None else neurons
     run = root / name
     run.mkdir(parents=True)
@@ -29,6 +30,8 @@ def make_run(root, name, corr, pt_j, pt_s, neurons=None, model="ff_cnn", params=
                            "mean": {}}},
         "best_epoch": [1] * len(neurons),
     }
+    if peaks is not None:
+        m["splits"][split]["per_neuron"].update(top_overlap=peaks[0], peak_height=peaks[1])
     m.update(extra)
     (run / "metrics.json").write_text(json.dumps(m))
     return run
@@ -145,6 +148,32 @@ def test_cli_outputs(two_runs, tmp_path, capsys):
     assert csv["run"].tolist() == [str(a), str(b)]
     assert csv.loc[1, "corr"] == pytest.approx(0.3) and csv.loc[1, "pt_s_pct"] == pytest.approx(25.0)
     assert csv.loc[1, "corr_p"] == pytest.approx(stats.wilcoxon([0.1, 0.0, 0.2]).pvalue)
+
+
+def test_peaks_columns(tmp_path, capsys):
+    a = make_run(tmp_path, "A", corr=[0.1, 0.2, 0.3], pt_j=[0.1, 0.2, 0.3], pt_s=[0.2] * 3,
+                 peaks=([0.5, 0.6, 0.7], [0.8, 0.9, 1.0]))
+    b = make_run(tmp_path, "B", corr=[0.2, 0.2, 0.4], pt_j=[0.2, 0.2, 0.5], pt_s=[0.3] * 3,
+                 peaks=([0.5, 0.7, 0.7], [1.0, 0.9, 1.3]), model="ff_sa_cnn")
+    assert "top_overlap_pct" not in C.compare_runs([a, b]).columns      # the paper's table
+    rb = C.compare_runs([a, b], peaks=True).iloc[1]
+    # TOP in %: B 50, 70, 70 -> 63.33; diffs 0, 10, 0 -> 3.33, 1 improved of 3
+    assert rb["top_overlap_pct"] == pytest.approx(190 / 3)
+    assert rb["top_overlap_pct_diff"] == pytest.approx(10 / 3)
+    assert (rb["top_overlap_n_improved"], rb["top_overlap_n_paired"]) == (1, 3)
+    # height diffs 0.2, 0, 0.3 -> mean 1/6, 2 improved; Wilcoxon on the same differences
+    assert rb["peak_height_diff"] == pytest.approx(0.5 / 3) and rb["peak_height_n_improved"] == 2
+    assert rb["peak_height_p"] == pytest.approx(stats.wilcoxon([0.2, 0.0, 0.3]).pvalue)
+    out = tmp_path / "t.md"
+    assert C.main([str(a), str(b), "--peaks", "--out", str(out)]) == 0
+    md = out.read_text()
+    assert "| CORR | PT_S % | PT_J % | TOP % | peak height |" in md
+    assert "63.3 ±" in md and "+3.3 (1/3, p=" in md and "+0.17 (2/3, p=" in md
+    assert not list(tmp_path.glob("*.tmp"))
+    old = make_run(tmp_path, "old", corr=[0.1] * 3, pt_j=[0] * 3, pt_s=[0] * 3)
+    assert C.main([str(a), str(old)]) == 0                        # fine without --peaks
+    _refused([a, old, "--peaks"], capsys, f"error: {old}: metrics.json splits.val.per_neuron "
+             "has no 'top_overlap' list", "tfsacnn.evaluate", "--save")
 
 
 def _refused(argv, capsys, *needles):

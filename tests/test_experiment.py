@@ -85,7 +85,7 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     rows = power["neurons"]
     assert [r["surround"] for r in rows] == has.tolist() and power["top_k"] == 3
     for r in rows:
-        for m in ("PT_J", "PT_S", "CORR", "top_overlap", "peak_scale"):
+        for m in ("PT_J", "PT_S", "CORR", "top_overlap", "peak_height"):
             assert r[f"delta_{m}"] == pytest.approx(r[f"{m}_run"] - r[f"{m}_baseline"], abs=2e-4)
         if not r["surround"]:                    # no surround: the peaks are the CRF's
             assert r["peak_overlap_crf_only"] == 1.0
@@ -93,10 +93,11 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
         for key in ("baseline", "run"):
             assert power[group][key]["PT_J"] == pytest.approx(
                 np.mean([r[f"PT_J_{key}"] for r, s in zip(rows, sel) if s]), abs=1e-3)
-            assert power["top_overlap"][group][key] == pytest.approx(
+            assert power["peaks"][f"{group}: top_overlap"][key] == pytest.approx(
                 np.mean([r[f"top_overlap_{key}"] for r, s in zip(rows, sel) if s]), abs=1e-3)
-    assert power["top_overlap"]["control"]["noise_free_truth"] == \
-        power["top_overlap"]["control"]["crf_only_truth"]
+    for m in ("top_overlap", "peak_height"):               # no surround: CRF-only = truth
+        assert power["peaks"][f"control: {m}"]["noise_free_truth"] == \
+            power["peaks"][f"control: {m}"]["crf_only_truth"]
     timings = json.loads((out / "timings.json").read_text())
     assert {"site", "ff_cnn", "ff_sa_cnn"} <= set(timings)
     # a second call reuses the site and the finished runs, and keeps their wall times
@@ -107,21 +108,6 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     # a different experiment in the same directory is refused
     assert experiment.main(_argv(out, "--set", "train.epochs=2")) == 2
     assert "different experiment" in capsys.readouterr().err
-
-
-def test_top_overlap():
-    import importlib.util
-
-    import numpy as np
-
-    spec = importlib.util.spec_from_file_location("pt_power", REPO / "docs" / "pt_power.py")
-    pt_power = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pt_power)
-    y = np.array([[5, 1], [4, 2], [3, 3], [2, 4], [1, 5]], float)
-    pred = np.array([[5, 5], [4, 4], [0, 3], [9, 2], [1, 1]], float)
-    # neuron 0: true top 2 {0, 1}, predicted {3, 0} -> 1/2; neuron 1: {4, 3} vs {0, 1} -> 0
-    np.testing.assert_array_equal(pt_power.top_overlap(y, pred, 2), [0.5, 0.0])
-    np.testing.assert_array_equal(pt_power.top_overlap(y, y, 2), [1.0, 1.0])
 
 
 @pytest.mark.parametrize("item, message", [

@@ -64,6 +64,34 @@ def test_ties_at_threshold():
     assert M.peak_tuning_joint(flat, np.array([[1.], [0.], [1.], [1.]]), top_k=2)[0] == 0.5
 
 
+def test_top_overlap_and_peak_height_hand():
+    # neuron 0: top-2 true {0, 2}; top-2 predicted {1 (6), 2 (4)} -> TOP 1/2.
+    #   height: true (5+4)/2 - 3 = 1.5; pred (3+4)/2 - 2.8 = 0.7 -> 0.7/1.5.
+    # neuron 1: top-2 true {4, 3}; top-2 predicted {2 (7), 1 (4)} -> TOP 0.
+    #   height: true 4.5 - 3 = 1.5; pred (3+1)/2 - 3.4 = -1.4 -> -1.4/1.5.
+    np.testing.assert_array_equal(M.top_overlap(Y_TRUE, Y_PRED, top_k=2), [0.5, 0.0])
+    np.testing.assert_allclose(M.peak_height(Y_TRUE, Y_PRED, top_k=2), [0.7 / 1.5, -1.4 / 1.5],
+                               rtol=1e-12)
+    # ties: true [3,5,3,3,1] -> {1, 0}; predicted [0,9,9,9,9] -> {1, 2} (lower index wins)
+    t = np.array([[3.], [5.], [3.], [3.], [1.]])
+    assert M.top_overlap(t, np.array([[0.], [9.], [9.], [9.], [9.]]), top_k=2)[0] == 0.5
+    # scale: an increasing affine map keeps TOP and multiplies the height by its slope,
+    # while PT_J falls once the predicted peaks drop below the true threshold
+    np.testing.assert_array_equal(M.top_overlap(Y_TRUE, 0.5 * Y_TRUE + 1, 2), [1, 1])
+    np.testing.assert_allclose(M.peak_height(Y_TRUE, 0.5 * Y_TRUE + 1, 2), [0.5, 0.5])
+    np.testing.assert_array_equal(M.peak_tuning_joint(Y_TRUE, 0.5 * Y_TRUE + 1, 2), [0, 0])
+    # a constant truth has no peak: NaN height; NaN columns give NaN
+    flat = np.ones((5, 1))
+    assert np.isnan(M.peak_height(flat, Y_PRED[:, :1], 2)[0])
+    nan = Y_TRUE.copy()
+    nan[1, 1] = np.nan
+    for f in (M.top_overlap, M.peak_height):
+        out = f(nan, Y_PRED, 2)
+        assert np.isnan(out[1]) and not np.isnan(out[0])
+        with pytest.raises(ValueError, match="larger than the number of images"):
+            f(Y_TRUE, Y_PRED, 6)
+
+
 def test_constant_prediction_nan_and_summarize():
     t = np.array([[1., 1.], [2., 3.], [3., 2.]])
     p = np.array([[0.5, 1.], [0.5, 2.], [0.5, 3.]])
@@ -116,7 +144,7 @@ def test_refusals():
 def test_perfect_prediction():
     t = np.array([[1., 0.], [3., 2.], [2., 5.], [0., 1.]])
     out = M.evaluate(t, t, top_k=2)
-    for k in ("corr", "pt_j", "pt_s"):
+    for k in ("corr", "pt_j", "pt_s", "top_overlap", "peak_height"):
         np.testing.assert_allclose(out[k], 1.0)
     # an increasing affine map keeps CORR 1 and PT_J 1
     assert M.corr(t, 2 * t + 1) == pytest.approx([1, 1])
@@ -149,7 +177,8 @@ def test_normalized_corr_hand():
     c = 6 / np.sqrt(56 / 3 * 2)
     np.testing.assert_allclose(M.normalized_corr(y, pred, r), [c / np.sqrt(25 / 28)])
     out = M.evaluate(y, pred, top_k=1, repeats=r)
-    assert set(out) == {"corr", "pt_j", "pt_s", "fev", "corr_ceiling", "normalized_corr"}
+    assert set(out) == {"corr", "pt_j", "pt_s", "top_overlap", "peak_height", "fev",
+                        "corr_ceiling", "normalized_corr"}
     # pure noise (no signal): ceiling undefined -> NaN, no warning
     r0 = np.array([[[0.], [2.]], [[2.], [0.]], [[1.], [1.]]])
     with warnings.catch_warnings():

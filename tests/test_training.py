@@ -50,7 +50,11 @@ def test_run_directory_contents(tiny_run):
                           np.mean([c for c in pn["corr"] if c is not None]))
     assert all(1 <= e <= 2 for e in m["best_epoch"])
     csv = (tiny_run / "metrics.csv").read_text().splitlines()
-    assert csv[0].startswith("split,neuron,neuron_id,corr,pt_j,pt_s,best_epoch")
+    assert csv[0] == "split,neuron,neuron_id,corr,pt_j,pt_s,top_overlap,peak_height,best_epoch"
+    for split in ("val", "test"):
+        pn, mean = m["splits"][split]["per_neuron"], m["splits"][split]["mean"]
+        assert all(0 <= v <= 1 for v in pn["top_overlap"]) and len(pn["peak_height"]) == 3
+        assert np.isclose(mean["top_overlap"], np.mean(pn["top_overlap"]))
     assert len(csv) == 1 + 2 * 4
 
 

@@ -1,13 +1,15 @@
 """Compare trained runs in a table like the paper's Table 1.
 
     python -m tfsacnn.compare RUN_DIR... [--baseline RUN_DIR] [--split val|test]
-        [--out table.md] [--neurons-mask MASK.npy] [--group-by-surround]
+        [--out table.md] [--neurons-mask MASK.npy] [--group-by-surround] [--peaks]
 
 One row per run (per neuron group with --group-by-surround): model, trainable
 parameters per neuron, mean CORR, PT_S %, PT_J % (each +- s.e.m. over neurons, NaN
 excluded), number of neurons; and, paired over neurons against the baseline (default:
 the first run), the mean difference, the number of neurons improved and a Wilcoxon
-signed-rank p-value. Reads only RUN/metrics.json (docs/internals.md); no TensorFlow.
+signed-rank p-value. `--peaks` adds TOP % and peak height (`tfsacnn.metrics`): whether
+a PT difference comes from *which* images a model puts at the top or from *how high* it
+predicts them. Reads only RUN/metrics.json (docs/internals.md); no TensorFlow.
 """
 from __future__ import annotations
 
@@ -22,12 +24,17 @@ import pandas as pd
 from scipy import stats
 
 from tfsacnn.errors import TfsacnnError
-from tfsacnn.files import read_json
+from tfsacnn.files import read_json, write_text
 
 METRICS = ("corr", "pt_s", "pt_j")            # table order, as in the paper
-_LABEL = {"corr": "CORR", "pt_s": "PT_S %", "pt_j": "PT_J %"}
-_SCALE = {"corr": 1.0, "pt_s": 100.0, "pt_j": 100.0}   # PT shown in %
-_COL = {"corr": "corr", "pt_s": "pt_s_pct", "pt_j": "pt_j_pct"}
+PEAKS = ("top_overlap", "peak_height")      # with --peaks: why PT differs
+_LABEL = {"corr": "CORR", "pt_s": "PT_S %", "pt_j": "PT_J %", "top_overlap": "TOP %",
+          "peak_height": "peak height"}
+_SCALE = {"corr": 1.0, "pt_s": 100.0, "pt_j": 100.0, "top_overlap": 100.0,
+          "peak_height": 1.0}               # PT and TOP shown in %
+_COL = {"corr": "corr", "pt_s": "pt_s_pct", "pt_j": "pt_j_pct", "top_overlap": "top_overlap_pct",
+        "peak_height": "peak_height"}
+_DIGITS = {"corr": 3, "pt_s": 1, "pt_j": 1, "top_overlap": 1, "peak_height": 2}
 
 
 class CompareError(TfsacnnError):
@@ -42,8 +49,8 @@ def _floats(values, run, what):
         raise CompareError(f"{run}: metrics.json {what} is not a list of numbers") from None
 
 
-def load_run(run_dir, split="val"):
-    """Read RUN/metrics.json for one split.
+def load_run(run_dir, split="val", metrics=METRICS):
+    """Read RUN/metrics.json for one split (the per-neuron `metrics`).
 
     -> {"dir", "model", "core", "params", "neurons" (n,) int, "sha", "data_dir",
         "per_neuron": {metric: (n,) float, NaN for null}}. Raises CompareError.
@@ -74,9 +81,12 @@ def load_run(run_dir, split="val"):
     if not isinstance(per, dict):
         raise CompareError(f"{run}: metrics.json splits.{split} has no per_neuron")
     values = {}
-    for name in METRICS:
+    for name in metrics:
         if not isinstance(per.get(name), list):
-            raise CompareError(f"{run}: metrics.json splits.{split}.per_neuron has no '{name}' list")
+            hint = (f" (scored by an older tfsacnn: python -m tfsacnn.evaluate --run {run} "
+                    f"--split {split} --save adds it)" if name in PEAKS else "")
+            raise CompareError(
+                f"{run}: metrics.json splits.{split}.per_neuron has no '{name}' list{hint}")
         values[name] = _floats(per[name], run, f"splits.{split}.per_neuron.{name}")
         if len(values[name]) != len(neurons):
             raise CompareError(
@@ -193,18 +203,18 @@ def paired(a, b):
     return {"diff": float(d.mean()), "n_improved": int((d > 0).sum()), "n_paired": int(len(d)), "p": p}
 
 
-def _row(run, sel, base, group):
+def _row(run, sel, base, group, metrics):
     row = {"run": run["dir"], "group": group, "model": run["model"], "core": run["core"],
            "params_per_neuron": run["params"], "n_neurons": int(sel.sum())}
     nan_any = np.zeros(int(sel.sum()), dtype=bool)
-    for name in METRICS:
+    for name in metrics:
         x = run["per_neuron"][name][sel] * _SCALE[name]
         nan_any |= np.isnan(x)
         row[_COL[name]], row[_COL[name] + "_sem"] = _mean_sem(x)
     row["n_nan"] = int(nan_any.sum())
     row["baseline"] = base["dir"]
     row["is_baseline"] = run is base
-    for name in METRICS:
+    for name in metrics:
         col = _COL[name]
         if run is base:
             row.update({f"{col}_diff": math.nan, f"{name}_n_improved": None,
@@ -217,7 +227,7 @@ def _row(run, sel, base, group):
 
 
 def compare_runs(run_dirs, baseline=None, split="val", neuron_mask=None,
-                 group_by_surround=False, ground_truth=None):
+                 group_by_surround=False, ground_truth=None, peaks=False):
     """Table-1 style comparison -> pandas.DataFrame, one row per (group, run).
 
     run_dirs: run directories; baseline: a run directory (default: the first run; it is
@@ -228,7 +238,8 @@ def compare_runs(run_dirs, baseline=None, split="val", neuron_mask=None,
     Columns: run, group, model, core, params_per_neuron, n_neurons, n_nan,
     corr, corr_sem, pt_s_pct, pt_s_pct_sem, pt_j_pct, pt_j_pct_sem, baseline, is_baseline and, per
     metric m (column c = corr|pt_s_pct|pt_j_pct): c_diff, m_n_improved, m_n_paired, m_p.
-    PT columns are in %. Raises CompareError (`<run dir>: <problem>`).
+    peaks: also m = top_overlap (column top_overlap_pct) and peak_height.
+    PT and TOP columns are in %. Raises CompareError (`<run dir>: <problem>`).
     """
     dirs = [str(d) for d in run_dirs]
     if not dirs and baseline is None:
@@ -241,7 +252,8 @@ def compare_runs(run_dirs, baseline=None, split="val", neuron_mask=None,
             dirs.insert(0, matches[0])
         else:
             dirs.insert(0, str(baseline))
-    runs = [load_run(d, split) for d in dirs]
+    metrics = METRICS + PEAKS if peaks else METRICS
+    runs = [load_run(d, split, metrics) for d in dirs]
     _align(runs)
     base = runs[0]
     n = len(base["neurons"])
@@ -260,9 +272,9 @@ def compare_runs(run_dirs, baseline=None, split="val", neuron_mask=None,
     if group_by_surround:
         sur = _surround_mask(runs, ground_truth)
         groups = [("surround", sel_all & sur), ("control", sel_all & ~sur)]
-    rows = [_row(r, sel, base, g) for g, sel in groups if sel.any() for r in runs]
+    rows = [_row(r, sel, base, g, metrics) for g, sel in groups if sel.any() for r in runs]
     df = pd.DataFrame(rows)
-    for m in METRICS:   # counts stay integers (empty on the baseline rows)
+    for m in metrics:   # counts stay integers (empty on the baseline rows)
         df[f"{m}_n_improved"] = df[f"{m}_n_improved"].astype("Int64")
         df[f"{m}_n_paired"] = df[f"{m}_n_paired"].astype("Int64")
     return df
@@ -282,24 +294,24 @@ def _fmt_p(p):
 def format_table(df):
     """Rows of display strings: (header, rows) for Markdown/stdout."""
     grouped = df["group"].nunique() > 1 or (len(df) and df["group"].iloc[0] != "all")
+    metrics = [m for m in METRICS + PEAKS if _COL[m] in df.columns]
     header = (["group"] if grouped else []) + ["run", "model", "params/neuron", "neurons"]
-    header += [_LABEL[m] for m in METRICS] + [f"Δ{_LABEL[m]} (improved, p)" for m in METRICS]
+    header += [_LABEL[m] for m in metrics] + [f"Δ{_LABEL[m]} (improved, p)" for m in metrics]
     rows = []
     for _, r in df.iterrows():
         model = r["model"] + (f" ({r['core']})" if r["core"] not in (None, "independent") else "")
         cells = ([r["group"]] if grouped else []) + [
             r["run"], model, _num(r["params_per_neuron"], ",.0f"),
             f"{r['n_neurons']}" + (f" ({r['n_nan']} NaN)" if r["n_nan"] else "")]
-        for m in METRICS:
-            c = _COL[m]
-            d = ".3f" if m == "corr" else ".1f"
+        for m in metrics:
+            c, d = _COL[m], f".{_DIGITS[m]}f"
             cells.append(f"{_num(r[c], d)} ± {_num(r[c + '_sem'], d)}")
-        for m in METRICS:
+        for m in metrics:
             c = _COL[m]
             if r["is_baseline"]:
                 cells.append("baseline")
                 continue
-            d = "+.3f" if m == "corr" else "+.1f"
+            d = f"+.{_DIGITS[m]}f"
             cells.append(f"{_num(r[c + '_diff'], d)} ({int(r[f'{m}_n_improved'])}/"
                          f"{int(r[f'{m}_n_paired'])}, p={_fmt_p(r[f'{m}_p'])})")
         rows.append(cells)
@@ -332,6 +344,10 @@ def _parser():
     p.add_argument("--group-by-surround", action="store_true",
                    help="separate rows for surround and control neurons, by has_surround in "
                         "<data.dir>/ground_truth.npz (synthetic sites)")
+    p.add_argument("--peaks", action="store_true",
+                   help="add TOP %% (share of the true top_k images among the predicted top_k) "
+                        "and peak height (predicted / true rise of the top_k above the mean): "
+                        "which images, and how high, behind a PT difference")
     p.add_argument("--ground-truth", metavar="FILE.npz",
                    help="ground_truth.npz to use with --group-by-surround instead of <data.dir>/")
     return p
@@ -342,7 +358,7 @@ def main(argv=None):
     try:
         df = compare_runs(args.runs, baseline=args.baseline, split=args.split,
                           neuron_mask=args.neurons_mask, group_by_surround=args.group_by_surround,
-                          ground_truth=args.ground_truth)
+                          ground_truth=args.ground_truth, peaks=args.peaks)
     except TfsacnnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -353,9 +369,9 @@ def main(argv=None):
         out = pathlib.Path(args.out)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(f"split: {args.split}; baseline: {df['baseline'].iloc[0]}\n\n" + md)
+            write_text(out, f"split: {args.split}; baseline: {df['baseline'].iloc[0]}\n\n" + md)
             csv = out.with_suffix(".csv")
-            df.to_csv(csv, index=False)
+            write_text(csv, df.to_csv(index=False))
         except OSError as e:
             print(f"error: {out}: {e.strerror or e}", file=sys.stderr)
             return 2

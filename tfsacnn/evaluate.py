@@ -121,7 +121,9 @@ def main(argv=None):
     m = entry["mean"]
     fmt = lambda v, s=1: "nan" if v is None else f"{v * s:.3f}"  # noqa: E731
     print(f"{args.run} [{args.split}, {entry['n_images']} images]: corr {fmt(m['corr'])}  "
-          f"PT_J {fmt(m['pt_j'], 100)}%  PT_S {fmt(m['pt_s'], 100)}%  ({m['n_nan']} NaN)")
+          f"PT_J {fmt(m['pt_j'], 100)}%  PT_S {fmt(m['pt_s'], 100)}%  "
+          f"TOP {fmt(m['top_overlap'], 100)}%  peak height {fmt(m['peak_height'])}  "
+          f"({m['n_nan']} NaN)")
     if args.out:
         tmp = pathlib.Path(args.out + ".tmp")
         tmp.write_text(json.dumps(entry, indent=1))

@@ -137,7 +137,7 @@ def split_entry(scores, n_images):
     def clean(a):
         return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, float)]
 
-    summary = metrics_lib.summarize({k: scores[k] for k in ("corr", "pt_j", "pt_s")})
+    summary = metrics_lib.summarize({k: scores[k] for k in metrics_lib.REPORTED if k in scores})
     return {"n_images": int(n_images),
             "per_neuron": {k: clean(v) for k, v in scores.items()},
             "mean": {k: (None if v is None or not np.isfinite(v) else float(v))
@@ -153,16 +153,17 @@ def trainable_per_neuron(model):
 
 
 def metrics_csv(metrics):
+    from .metrics import REPORTED
+
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["split", "neuron", "neuron_id", "corr", "pt_j", "pt_s", "best_epoch"])
+    w.writerow(["split", "neuron", "neuron_id", *REPORTED, "best_epoch"])
     for split, entry in metrics["splits"].items():
-        pn = entry["per_neuron"]
+        pn, m = entry["per_neuron"], entry["mean"]
         for j, n in enumerate(metrics["neurons"]):
-            w.writerow([split, n, metrics["neuron_ids"][j], pn["corr"][j], pn["pt_j"][j],
-                        pn["pt_s"][j], metrics["best_epoch"][j]])
-        m = entry["mean"]
-        w.writerow([split, "mean", "", m["corr"], m["pt_j"], m["pt_s"], ""])
+            w.writerow([split, n, metrics["neuron_ids"][j],
+                        *[pn[k][j] if k in pn else "" for k in REPORTED], metrics["best_epoch"][j]])
+        w.writerow([split, "mean", "", *[m.get(k, "") for k in REPORTED], ""])
     return buf.getvalue()
 
 
@@ -212,7 +213,8 @@ def run(args):
     for split, entry in metrics["splits"].items():
         m = entry["mean"]
         print(f"{split}: corr {fmt(m['corr'])}  PT_J {fmt(m['pt_j'], 100)}%  "
-              f"PT_S {fmt(m['pt_s'], 100)}%  ({len(metrics['neurons'])} neurons, "
+              f"PT_S {fmt(m['pt_s'], 100)}%  TOP {fmt(m['top_overlap'], 100)}%  "
+              f"peak height {fmt(m['peak_height'])}  ({len(metrics['neurons'])} neurons, "
               f"{m['n_nan']} NaN)")
     print(f"run directory: {out}\nTensorBoard:   tensorboard --logdir {out / 'tensorboard'}")
     return metrics

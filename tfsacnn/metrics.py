@@ -21,6 +21,16 @@ Every per-neuron metric takes ``y_true`` and ``y_pred`` of shape
     Note that PT_S then depends only on the value distributions, not on which
     image is which: it asks "does the model predict peaks as high as the real ones?".
 
+Two scores split PT into its parts (not in the paper; they say *why* PT changes):
+
+- ``top_overlap`` (TOP): the fraction of the ``top_k`` images by true response that are
+  also among the ``top_k`` images by prediction: *which* images are the peaks, whatever
+  the predictions' scale.
+- ``peak_height``: (mean prediction over the ``top_k`` images by true response - mean
+  prediction over all images) / (the same for the true responses): *how high* the
+  predicted peaks stand above the mean, 1 = as high as the real ones. MSE training under
+  trial noise shrinks it below 1, and PT (a threshold on the predicted values) falls with it.
+
 Ties, deterministic: the top_k images by true response are taken with a stable sort,
 so among equal true responses the lower image index wins; thresholds are inclusive
 (>=). thr itself does not depend on the tie rule. A neuron with any NaN in its true
@@ -30,8 +40,12 @@ from __future__ import annotations
 
 import numpy as np
 
+# the per-neuron scores a run reports (metrics.json "mean", metrics.csv), in this order
+REPORTED = ("corr", "pt_j", "pt_s", "top_overlap", "peak_height")
+
 __all__ = [
-    "corr", "peak_tuning_joint", "peak_tuning_separate", "fev", "corr_ceiling",
+    "corr", "peak_tuning_joint", "peak_tuning_separate", "top_overlap", "peak_height",
+    "fev", "corr_ceiling",
     "normalized_corr", "summarize", "evaluate",
 ]
 
@@ -136,6 +150,39 @@ def peak_tuning_separate(y_true, y_pred, top_k=10):
     _, thr = _top_true(t, top_k)
     top_pred = np.sort(p, axis=0)[-top_k:]
     out = (top_pred >= thr).mean(axis=0)
+    out[_nan_columns(t, p)] = np.nan
+    return out
+
+
+def top_overlap(y_true, y_pred, top_k=10):
+    """TOP per neuron. (n_images, n_neurons) x2 -> (n_neurons,) in [0, 1].
+
+    Fraction of the top_k images by true response that are among the top_k images by
+    prediction (both stable sorts: the lower image index wins ties).
+    """
+    t, p = _pair(y_true, y_pred)
+    _check_top_k(top_k, t.shape[0])
+    member = np.zeros(t.shape, dtype=bool)
+    np.put_along_axis(member, _top_true(t, top_k)[0], True, axis=0)
+    top_pred = np.argsort(-p, axis=0, kind="stable")[:top_k]
+    out = np.take_along_axis(member, top_pred, axis=0).mean(axis=0)
+    out[_nan_columns(t, p)] = np.nan
+    return out
+
+
+def peak_height(y_true, y_pred, top_k=10):
+    """Predicted peak height relative to the true one. (n_images, n_neurons) x2 -> (n_neurons,).
+
+    (mean of y_pred over the top_k images by true response - mean of y_pred) /
+    (mean of y_true over those images - mean of y_true); NaN where the denominator is 0.
+    """
+    t, p = _pair(y_true, y_pred)
+    _check_top_k(top_k, t.shape[0])
+    order, _ = _top_true(t, top_k)
+    rise_t = np.take_along_axis(t, order, axis=0).mean(axis=0) - t.mean(axis=0)
+    rise_p = np.take_along_axis(p, order, axis=0).mean(axis=0) - p.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(rise_t > 0, rise_p / np.where(rise_t > 0, rise_t, 1.0), np.nan)
     out[_nan_columns(t, p)] = np.nan
     return out
 
@@ -261,13 +308,15 @@ def summarize(per_neuron):
 def evaluate(y_true, y_pred, top_k=10, repeats=None):
     """All per-neuron metrics. (n_images, n_neurons) x2 -> {name: (n_neurons,)}.
 
-    Keys: corr, pt_j, pt_s; with repeats (n_images, n_repeats, n_neurons) also fev,
-    corr_ceiling and normalized_corr.
+    Keys: corr, pt_j, pt_s, top_overlap, peak_height; with repeats (n_images,
+    n_repeats, n_neurons) also fev, corr_ceiling and normalized_corr.
     """
     out = {
         "corr": corr(y_true, y_pred),
         "pt_j": peak_tuning_joint(y_true, y_pred, top_k),
         "pt_s": peak_tuning_separate(y_true, y_pred, top_k),
+        "top_overlap": top_overlap(y_true, y_pred, top_k),
+        "peak_height": peak_height(y_true, y_pred, top_k),
     }
     if repeats is not None:
         out["fev"] = fev(repeats)
