@@ -66,6 +66,7 @@ def test_tensorboard_has_every_tag(tiny_run):
     ea = EventAccumulator(str(tiny_run / "tensorboard"), size_guidance={"tensors": 0})
     ea.Reload()
     tags = set(ea.Tags()["tensors"]) | set(ea.Tags()["images"]) | set(ea.Tags()["histograms"])
+    assert {"val/pt_j", "val/pt_s", "val/top_overlap", "val/peak_height"} <= set(TAGS)
     for tag in TAGS:
         assert tag in tags, (tag, tags)
     assert [e.step for e in ea.Tensors("val/corr")] == [1, 2]

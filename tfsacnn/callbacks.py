@@ -1,8 +1,9 @@
-"""Per-epoch TensorBoard logging: losses, mean CORR/PT_J/PT_S, a histogram of per-neuron
-CORR, rank-ordered tuning curves, and the config in the hparams plugin.
+"""Per-epoch TensorBoard logging: losses, mean CORR/PT_J/PT_S (and TOP / peak height,
+the two parts of PT), a histogram of per-neuron CORR, rank-ordered tuning curves, and the
+config in the hparams plugin.
 
-Tags: `loss/train`, `loss/val`, `val/corr`, `val/pt_j`, `val/pt_s`, `val/corr_per_neuron`
-(histogram), `val/tuning_curves` (image).
+Tags: `loss/train`, `loss/val`, `val/corr`, `val/pt_j`, `val/pt_s`, `val/top_overlap`,
+`val/peak_height`, `val/corr_per_neuron` (histogram), `val/tuning_curves` (image).
 """
 import pathlib
 
@@ -10,7 +11,9 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-TAGS = ("loss/train", "loss/val", "val/corr", "val/pt_j", "val/pt_s", "val/corr_per_neuron",
+from .metrics import REPORTED
+
+TAGS = ("loss/train", "loss/val", *(f"val/{k}" for k in REPORTED), "val/corr_per_neuron",
         "val/tuning_curves")
 
 
@@ -52,7 +55,7 @@ class TensorBoardLogger:
         with self.writer(tag).as_default(step=epoch):
             tf.summary.scalar("loss/train", record["loss"])
             tf.summary.scalar("loss/val", record["val_loss"])
-            for k in ("corr", "pt_j", "pt_s"):
+            for k in REPORTED:
                 tf.summary.scalar(f"val/{k}", record[f"val_{k}"])
             corr = scores["corr"][np.isfinite(scores["corr"])]
             tf.summary.histogram("val/corr_per_neuron", corr)

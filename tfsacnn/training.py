@@ -405,7 +405,7 @@ class Trainer:
             improved = best.update(scores["corr"], epoch)
             summary = metrics_lib.summarize(scores)
             record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_loss": val_loss,
-                      **{f"val_{k}": summary[k] for k in ("corr", "pt_j", "pt_s")},
+                      **{f"val_{k}": summary[k] for k in metrics_lib.REPORTED},
                       "improved": improved, "seconds": time.perf_counter() - t0}
             history.append(record)
             self.log(f"epoch {epoch}/{t['epochs']} {tag} loss {record['loss']:.4f} "
