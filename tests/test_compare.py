@@ -172,6 +172,7 @@ def test_peaks_columns(tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp"))
     old = make_run(tmp_path, "old", corr=[0.1] * 3, pt_j=[0] * 3, pt_s=[0] * 3)
     assert C.main([str(a), str(old)]) == 0                        # fine without --peaks
+    assert C.has_peaks([a, b]) and not C.has_peaks([a, old]) and not C.has_peaks([a], "test")
     _refused([a, old, "--peaks"], capsys, f"error: {old}: metrics.json splits.val.per_neuron "
              "has no 'top_overlap' list", "tfsacnn.evaluate", "--save")
 

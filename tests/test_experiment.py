@@ -64,6 +64,7 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
                                     v1_model.combine(drives, params, context=False))[has]
     np.testing.assert_allclose(capture["ff_sa_cnn"]["per_neuron"], expected, rtol=1e-4)
     assert "Surround captured" in md
+    assert "| TOP % | peak height |" in md and df["top_overlap_pct"].notna().all()
     # docs/sa_diagnostics.py (the doc's attention diagnostics) on the same run
     import subprocess
     import sys

@@ -101,6 +101,16 @@ def load_run(run_dir, split="val", metrics=METRICS):
     }
 
 
+def has_peaks(run_dirs, split="val"):
+    """True when every run's metrics.json has TOP and peak height for `split`."""
+    try:
+        for d in run_dirs:
+            load_run(d, split, METRICS + PEAKS)
+    except CompareError:
+        return False
+    return True
+
+
 def _align(runs):
     """Check that every run has the baseline's dataset and neuron set; reorder to it."""
     base = runs[0]

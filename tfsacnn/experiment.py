@@ -312,8 +312,10 @@ def _paired_table(runs, model_names, baseline, split, groups, nc, per_run):
 
     from . import compare
 
-    df = compare.compare_runs([str(runs[n]) for n in model_names], baseline=str(runs[baseline]),
-                              split=split, group_by_surround=True)
+    dirs = [str(runs[n]) for n in model_names]
+    df = compare.compare_runs(dirs, baseline=str(runs[baseline]), split=split,
+                              group_by_surround=True,
+                              peaks=compare.has_peaks(dirs + [str(runs[baseline])], split))
     by_dir = {str(runs[n]): n for n in model_names}
     frac_mean, frac_per = [], []
     for _, r in df.iterrows():
