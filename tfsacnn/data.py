@@ -152,10 +152,11 @@ def _records(files: list[str], shuffle: bool, seed: int, input_context):
     # Unshuffled reads keep the writer's order (shard after shard); shuffled ones read
     # several shards at once.
     cycle = max(1, min(n_files, os.cpu_count() or 1, 8)) if shuffle else 1
+    # (`deterministic` only with `num_parallel_calls`: tf.data warns about it otherwise)
+    parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) if cycle > 1 else {}
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP", buffer_size=READ_BUFFER),
-        cycle_length=cycle, block_length=16,
-        num_parallel_calls=tf.data.AUTOTUNE if cycle > 1 else None, deterministic=True)
+        cycle_length=cycle, block_length=16, **parallel)
     return ds, (n_pipes if n_pipes > 1 and not by_file else 1), pipe
 
 
