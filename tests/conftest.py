@@ -21,6 +21,16 @@ def site(tmp_path_factory):
     return out
 
 
+def train_torch_script():
+    """scripts/train_torch.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_torch", REPO / "scripts" / "train_torch.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="session")
 def real_sample():
     """Real responses of 10 M1S1 neurons to 1000 validation images, (1000, 10) float64."""

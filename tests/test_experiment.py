@@ -111,6 +111,55 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     assert "different experiment" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_torch_trained_models_are_imported_and_reported(tmp_path, capsys):
+    """--torch: scripts/train_torch.py output on the same site arguments is imported,
+    scored and reported; another site's training is refused before the run is finished."""
+    import numpy as np
+
+    from tests.conftest import train_torch_script
+
+    pytest.importorskip("torch")
+    tt = train_torch_script()
+    site = dict(neurons=4, train=200, val=100, test=100, repeats=4, surround_fraction=0.5)
+    sets = [f"site.{k}={v}" for k, v in site.items()] + [
+        "site.seed=3", "models=[ff_cnn, ff_sa_cnn]", "pairs=[]", "train.epochs=2",
+        "model.core=independent"]
+
+    def trained(name, seed, models, epochs):
+        npz = str(tmp_path / f"{name}.npz")
+        tt.write_site(npz, seed=seed, **site)
+        for m in models:
+            tt.train(npz, m, epochs, str(tmp_path / name / m), lr=0.01, device="cpu",
+                     log=lambda msg: None)
+        return tmp_path / name
+
+    def argv(out, torch_dir, *extra):
+        return [str(SA_VS_CNN), "--out", str(out), *[x for s in [*sets, *extra]
+                                                       for x in ("--set", s)],
+                "--torch", str(torch_dir)]
+
+    torch_dir = trained("torch", 3, ("ff_cnn", "ff_sa_cnn"), 2)
+    assert experiment.main(argv(tmp_path / "exp", torch_dir)) == 0
+    for m in ("ff_cnn", "ff_sa_cnn"):
+        run = tmp_path / "exp" / "runs" / m
+        metrics = json.loads((run / "metrics.json").read_text())
+        hist = json.loads((run / "torch_history.json").read_text())
+        assert metrics["best_epoch"] == hist["best_epoch"] and set(metrics["splits"]) == {"val", "test"}
+        np.testing.assert_allclose(metrics["splits"]["val"]["per_neuron"]["corr"],
+                                   hist["best_val_corr"], atol=experiment.TORCH_CORR_TOLERANCE)
+    md = (tmp_path / "exp" / "table.md").read_text()
+    assert "scripts/train_torch.py" in md and "| TOP % | peak height |" in md
+    capsys.readouterr()
+    other = trained("other", 4, ("ff_cnn",), 1)                 # another site seed
+    assert experiment.main(argv(tmp_path / "exp2", other)) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]     # (the site's progress above)
+    assert last.startswith(f"error: {other / 'ff_cnn'}: ") and "trained on another site" in last
+    assert not (tmp_path / "exp2" / "runs" / "ff_cnn" / "metrics.json").exists()
+    assert experiment.main(argv(tmp_path / "exp3", torch_dir, "model.core=shared")) == 2
+    assert "--torch" in capsys.readouterr().err and not (tmp_path / "exp3").exists()
+
+
 @pytest.mark.parametrize("item, message", [
     ("sitee.neurons=3", "unknown key 'sitee'"),
     ("site.neuron=3", "unknown key 'site.neuron'"),

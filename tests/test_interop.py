@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from tests.conftest import train_torch_script  # noqa: E402
 from tfsacnn import errors, interop, models  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -338,12 +339,7 @@ def test_package_does_not_import_torch_and_cli_exit_code(tmp_path, ff_sa_state):
 # ------------------------------------------- scripts/train_torch.py (stacked training)
 
 
-def _train_torch():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("train_torch", REPO / "scripts" / "train_torch.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_train_torch = train_torch_script
 
 
 STACKED = ("ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn")

@@ -1,7 +1,7 @@
 """Run a whole experiment from one YAML file: synthesise a site, train several models, compare.
 
     python -m tfsacnn.experiment configs/experiments/sa_vs_cnn.yaml [--out DIR]
-        [--set KEY=VALUE ...] [--overwrite]
+        [--set KEY=VALUE ...] [--overwrite] [--torch DIR]
 
 The experiment file (see configs/experiments/sa_vs_cnn.yaml) has the sections
 
@@ -19,6 +19,11 @@ The experiment file (see configs/experiments/sa_vs_cnn.yaml) has the sections
 `--set site.neurons=3`, `--set models=[ff_cnn,ff_sa_cnn]`, `--set train.epochs=1`
 override a key (value parsed as YAML). Unknown keys are refused with one line
 `error: ...` and exit code 2, before any work starts.
+
+`--torch DIR`: take each model from DIR/<model>/ (the output of `scripts/train_torch.py
+train`, e.g. run on a GPU machine without TensorFlow on the same site arguments) instead
+of training it: import avg_*.pth, score val and the report split, and check that the val
+CORR here is the CORR the training recorded (a different site fails that check).
 
 OUT receives:
 
@@ -243,6 +248,54 @@ def train_model(exp, name, site_dir, out, log):
     if rc != 0:
         raise TfsacnnError(f"{run}: tfsacnn.fit failed (exit {rc})")
     return run, time.perf_counter() - t
+
+
+TORCH_CORR_TOLERANCE = 5e-3   # GPU (TF32) vs CPU float32; another site differs by far more
+
+
+def import_torch_model(exp, name, torch_dir, site_dir, out, split, log):
+    """runs/<name> from scripts/train_torch.py's DIR/<name>/ (avg_*.pth, history.json)."""
+    import numpy as np
+
+    from . import interop
+    from .evaluate import evaluate_run, save_metrics
+    from .files import read_json, write_text
+
+    run = out / "runs" / name
+    if (run / "metrics.json").is_file():
+        log(f"{name}: reusing finished run {run}")
+        return run
+    src = pathlib.Path(torch_dir) / name
+    pths, hist_path = sorted(src.glob("avg_*.pth")), src / "history.json"
+    if len(pths) != 1 or not hist_path.is_file():
+        raise TfsacnnError(f"{src}: expected one avg_*.pth and history.json "
+                           f"(scripts/train_torch.py train --out {src})")
+    hist = read_json(hist_path)
+    if hist.get("model") != name:
+        raise TfsacnnError(f"{hist_path}: trains {hist.get('model')!r}, not {name!r}")
+    log(f"{name}: importing {pths[0]} ({hist['epochs_done']} of {hist['epochs_planned']} "
+        f"epochs trained)")
+    interop.write_run(name, [str(pths[0])], run, overwrite=run.exists())
+    top_k = exp["eval"].get("top_k", 10)
+    entry, info = evaluate_run(run, site_dir, "val", top_k)
+    got = [np.nan if c is None else c for c in entry["per_neuron"]["corr"]]
+    if len(got) != len(hist["best_val_corr"]):
+        raise TfsacnnError(f"{hist_path}: {len(hist['best_val_corr'])} neurons, {site_dir} has "
+                           f"{len(got)}")
+    off = float(np.nanmax(np.abs(np.subtract(got, hist["best_val_corr"]))))
+    if not off <= TORCH_CORR_TOLERANCE:
+        raise TfsacnnError(f"{src}: val CORR here differs from the training's by up to {off:.3f}: "
+                           f"trained on another site? (site arguments must match)")
+    if split != "val":
+        save_metrics(run, split, *evaluate_run(run, site_dir, split, top_k))
+    save_metrics(run, "val", entry, info)       # metrics.json complete: the run is finished
+    metrics = read_json(run / "metrics.json")
+    metrics.update(selection_split="val", best_epoch=hist["best_epoch"],
+                   trained_with=f"scripts/train_torch.py ({hist['epochs_done']} of "
+                                f"{hist['epochs_planned']} epochs), imported from {src}")
+    write_text(run / "torch_history.json", json.dumps(hist, indent=1))
+    write_text(run / "metrics.json", json.dumps(metrics, indent=1))
+    return run
 
 
 def reference_scores(site_dir, split, top_k):
@@ -543,6 +596,9 @@ def build_parser():
                    help="override a key, value parsed as YAML, e.g. site.neurons=3 (repeatable)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output directory that holds a different experiment")
+    p.add_argument("--torch", metavar="DIR",
+                   help="take each model from DIR/<model>/ (scripts/train_torch.py output) "
+                        "instead of training it (independent core, no model.overrides)")
     return p
 
 
@@ -553,6 +609,12 @@ def run(args):
         print(f"[experiment {time.perf_counter() - t_all:7.1f}s] {msg}", flush=True)
 
     exp = load(args.experiment, args.set, args.out)
+    if args.torch:
+        if exp["model"].get("core", "independent") != "independent" or exp["model"].get("overrides"):
+            raise ConfigError("--torch: scripts/train_torch.py trains the paper's networks as "
+                              "they are: set model.core=independent and no model.overrides")
+        if not pathlib.Path(args.torch).is_dir():
+            raise TfsacnnError(f"{args.torch}: no such directory")
     out = prepare_out(exp, args.overwrite, log)
     split = report_split(exp)
     # wall times of the steps done so far, kept across calls that reuse finished steps
@@ -568,17 +630,25 @@ def run(args):
     record("site", t_site)
     runs = {}
     for name in exp["models"]:
-        runs[name], t = train_model(exp, name, site_dir, out, log)
+        if args.torch:
+            runs[name], t = import_torch_model(exp, name, args.torch, site_dir, out, split, log), 0
+        else:
+            runs[name], t = train_model(exp, name, site_dir, out, log)
         record(name, t)
         log(f"{name}: {'done' if t else 'reused'} ({seconds.get(name, 0):.0f} s when trained)")
     md, df, refs_df, summary = build_report(exp, out, runs, site_dir, split)
+    if args.torch:
+        md = (f"Models trained with scripts/train_torch.py (PyTorch, the same networks and "
+              f"protocol) and imported from {args.torch}; per-neuron epochs and histories in "
+              f"runs/<model>/metrics.json and torch_history.json.\n\n" + md)
     steps = ["site"] + list(exp["models"])
     seconds["total"] = round(sum(seconds.get(k, 0.0) for k in steps), 1)
     seconds["this_call"] = round(time.perf_counter() - t_all, 1)
     summary["seconds"] = seconds
     summary["command"] = "python -m tfsacnn.experiment " + " ".join(
         [args.experiment] + (["--out", args.out] if args.out else [])
-        + [x for s in args.set for x in ("--set", s)])
+        + [x for s in args.set for x in ("--set", s)]
+        + (["--torch", args.torch] if args.torch else []))
     (out / "table.md").write_text(md)
     df.to_csv(out / "table.csv", index=False)
     refs_df.to_csv(out / "references.csv", index=False)
