@@ -152,12 +152,16 @@ def test_torch_trained_models_are_imported_and_reported(tmp_path, capsys):
     assert "scripts/train_torch.py" in md and "| TOP % | peak height |" in md
     capsys.readouterr()
     other = trained("other", 4, ("ff_cnn",), 1)                 # another site seed
-    assert experiment.main(argv(tmp_path / "exp2", other)) == 2
+    assert experiment.main(argv(tmp_path / "exp2", other, "models=[ff_cnn]")) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]     # (the site's progress above)
     assert last.startswith(f"error: {other / 'ff_cnn'}: ") and "trained on another site" in last
     assert not (tmp_path / "exp2" / "runs" / "ff_cnn" / "metrics.json").exists()
     assert experiment.main(argv(tmp_path / "exp3", torch_dir, "model.core=shared")) == 2
     assert "--torch" in capsys.readouterr().err and not (tmp_path / "exp3").exists()
+    (tmp_path / "empty").mkdir()                            # refused before the site is made
+    assert experiment.main(argv(tmp_path / "exp4", tmp_path / "empty")) == 2
+    assert "expected one avg_*.pth and history.json" in capsys.readouterr().err
+    assert not (tmp_path / "exp4").exists()
 
 
 @pytest.mark.parametrize("item, message", [

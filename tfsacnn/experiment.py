@@ -253,6 +253,22 @@ def train_model(exp, name, site_dir, out, log):
 TORCH_CORR_TOLERANCE = 5e-3   # GPU (TF32) vs CPU float32; another site differs by far more
 
 
+def torch_source(torch_dir, name):
+    """(avg_*.pth path, history dict) of scripts/train_torch.py's DIR/<name>/, checked."""
+    from .files import read_json
+
+    src = pathlib.Path(torch_dir) / name
+    pths, hist_path = sorted(src.glob("avg_*.pth")), src / "history.json"
+    if len(pths) != 1 or not hist_path.is_file():
+        raise TfsacnnError(f"{src}: expected one avg_*.pth and history.json "
+                           f"(scripts/train_torch.py train --out {src})")
+    hist = read_json(hist_path)
+    if not isinstance(hist, dict) or hist.get("model") != name:
+        model = hist.get("model") if isinstance(hist, dict) else None
+        raise TfsacnnError(f"{hist_path}: trains {model!r}, not {name!r}")
+    return pths[0], hist
+
+
 def import_torch_model(exp, name, torch_dir, site_dir, out, split, log):
     """runs/<name> from scripts/train_torch.py's DIR/<name>/ (avg_*.pth, history.json)."""
     import numpy as np
@@ -265,23 +281,17 @@ def import_torch_model(exp, name, torch_dir, site_dir, out, split, log):
     if (run / "metrics.json").is_file():
         log(f"{name}: reusing finished run {run}")
         return run
-    src = pathlib.Path(torch_dir) / name
-    pths, hist_path = sorted(src.glob("avg_*.pth")), src / "history.json"
-    if len(pths) != 1 or not hist_path.is_file():
-        raise TfsacnnError(f"{src}: expected one avg_*.pth and history.json "
-                           f"(scripts/train_torch.py train --out {src})")
-    hist = read_json(hist_path)
-    if hist.get("model") != name:
-        raise TfsacnnError(f"{hist_path}: trains {hist.get('model')!r}, not {name!r}")
-    log(f"{name}: importing {pths[0]} ({hist['epochs_done']} of {hist['epochs_planned']} "
+    pth, hist = torch_source(torch_dir, name)
+    src = pth.parent
+    log(f"{name}: importing {pth} ({hist['epochs_done']} of {hist['epochs_planned']} "
         f"epochs trained)")
-    interop.write_run(name, [str(pths[0])], run, overwrite=run.exists())
+    interop.write_run(name, [str(pth)], run, overwrite=run.exists())
     top_k = exp["eval"].get("top_k", 10)
     entry, info = evaluate_run(run, site_dir, "val", top_k)
     got = [np.nan if c is None else c for c in entry["per_neuron"]["corr"]]
     if len(got) != len(hist["best_val_corr"]):
-        raise TfsacnnError(f"{hist_path}: {len(hist['best_val_corr'])} neurons, {site_dir} has "
-                           f"{len(got)}")
+        raise TfsacnnError(f"{src / 'history.json'}: {len(hist['best_val_corr'])} neurons, "
+                           f"{site_dir} has {len(got)}")
     off = float(np.nanmax(np.abs(np.subtract(got, hist["best_val_corr"]))))
     if not off <= TORCH_CORR_TOLERANCE:
         raise TfsacnnError(f"{src}: val CORR here differs from the training's by up to {off:.3f}: "
@@ -615,6 +625,9 @@ def run(args):
                               "they are: set model.core=independent and no model.overrides")
         if not pathlib.Path(args.torch).is_dir():
             raise TfsacnnError(f"{args.torch}: no such directory")
+        for name in exp["models"]:      # before the site is made: a bad DIR fails fast
+            if not (pathlib.Path(exp["out"]) / "runs" / name / "metrics.json").is_file():
+                torch_source(args.torch, name)
     out = prepare_out(exp, args.overwrite, log)
     split = report_split(exp)
     # wall times of the steps done so far, kept across calls that reuse finished steps
