@@ -70,8 +70,9 @@ def evaluate_run(run, data=None, split="val", top_k=10, batch_size=500):
     return split_entry(scores, len(y)), {"data": data, "neurons": neurons, "manifest": manifest}
 
 
-def save_metrics(run, split, entry, info):
-    """Add `entry` as `splits[split]` of RUN/metrics.json (created if absent)."""
+def save_metrics(run, entries, info, **fields):
+    """Add `entries` ({split: entry}) to the splits of RUN/metrics.json (created if absent)
+    and set its top-level `fields`, in one write (temporary file, then rename)."""
     import keras
 
     from . import fit
@@ -94,7 +95,8 @@ def save_metrics(run, split, entry, info):
             "selection_split": None, "best_epoch": [None] * len(info["neurons"]),
             "splits": {},
         }
-    metrics["splits"][split] = entry
+    metrics["splits"].update(entries)
+    metrics.update(fields)
     tmp = path.with_name("metrics.json.tmp")
     tmp.write_text(json.dumps(metrics, indent=1))
     os.replace(tmp, path)
@@ -114,7 +116,7 @@ def main(argv=None):
     try:
         entry, info = evaluate_run(args.run, args.data, args.split, args.top_k)
         if args.save:
-            save_metrics(args.run, args.split, entry, info)
+            save_metrics(args.run, {args.split: entry}, info)
     except TfsacnnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -275,7 +275,7 @@ def import_torch_model(exp, name, torch_dir, site_dir, out, split, log):
 
     from . import interop
     from .evaluate import evaluate_run, save_metrics
-    from .files import read_json, write_text
+    from .files import write_text
 
     run = out / "runs" / name
     if (run / "metrics.json").is_file():
@@ -296,15 +296,14 @@ def import_torch_model(exp, name, torch_dir, site_dir, out, split, log):
     if not off <= TORCH_CORR_TOLERANCE:
         raise TfsacnnError(f"{src}: val CORR here differs from the training's by up to {off:.3f}: "
                            f"trained on another site? (site arguments must match)")
+    entries = {"val": entry}
     if split != "val":
-        save_metrics(run, split, *evaluate_run(run, site_dir, split, top_k))
-    save_metrics(run, "val", entry, info)       # metrics.json complete: the run is finished
-    metrics = read_json(run / "metrics.json")
-    metrics.update(selection_split="val", best_epoch=hist["best_epoch"],
-                   trained_with=f"scripts/train_torch.py ({hist['epochs_done']} of "
-                                f"{hist['epochs_planned']} epochs), imported from {src}")
+        entries[split] = evaluate_run(run, site_dir, split, top_k)[0]
     write_text(run / "torch_history.json", json.dumps(hist, indent=1))
-    write_text(run / "metrics.json", json.dumps(metrics, indent=1))
+    # metrics.json last, in one write: its presence marks the run finished
+    save_metrics(run, entries, info, selection_split="val", best_epoch=hist["best_epoch"],
+                 trained_with=f"scripts/train_torch.py ({hist['epochs_done']} of "
+                              f"{hist['epochs_planned']} epochs), imported from {src}")
     return run
 
 
