@@ -1,5 +1,12 @@
 """tfsacnn: CNNs with and without self-attention for V1 system identification (Keras 3)."""
+import os
+
 from setuptools import find_packages, setup
+
+# One TensorFlow wheel per environment: tensorflow-cpu, or with TFSACNN_GPU=1 the
+# `tensorflow` wheel (an extra can only add packages, and the two wheels overwrite each
+# other's files). GPU machines: TFSACNN_GPU=1 pip install -e '.[gpu]'
+TENSORFLOW = "tensorflow" if os.environ.get("TFSACNN_GPU", "") not in ("", "0") else "tensorflow-cpu"
 
 CORE = [
     "keras==3.15.1",
@@ -19,10 +26,9 @@ setup(
     description=__doc__,
     packages=find_packages(include=["tfsacnn", "tfsacnn.*", "data_prep", "data_prep.*"]),
     python_requires=">=3.10",
-    install_requires=CORE + ["tensorflow-cpu==2.21.0"],
+    install_requires=CORE + [f"{TENSORFLOW}==2.21.0"],
     extras_require={
-        # GPU machines: `pip install -e .[gpu]` then, for CUDA libraries, `pip install tensorflow[and-cuda]==2.21.0`.
-        "gpu": ["tensorflow==2.21.0"],
+        "gpu": ["tensorflow[and-cuda]==2.21.0"],   # the wheel and its CUDA libraries
         "parquet": ["pyarrow>=14"],
         "torch": ["torch==2.13.0"],
         "test": ["pytest>=8", "pyarrow>=14", "torch==2.13.0"],

@@ -27,18 +27,11 @@ import numpy as np  # noqa: E402
 
 from data_prep import loaders, preprocess  # noqa: E402
 from data_prep.writer import write_dataset  # noqa: E402
-from tfsacnn.errors import ConfigError, DataError, run_cli  # noqa: E402
+from tfsacnn.errors import ConfigError, DataError, OneLineParser, run_cli  # noqa: E402
+from tfsacnn.files import check_out  # noqa: E402
 
 SACNN_FILES = {"train_images": "train_img_{site}.npy", "train_responses": "trainRsp_{site}.npy",
                "val_images": "val_img_{site}.npy", "val_responses": "valRsp_{site}.npy"}
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line too: `error: <problem>`, exit 2."""
-
-    def error(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def _number(text: str) -> float:
@@ -63,8 +56,8 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m data_prep.build_tfrecords", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m data_prep.build_tfrecords", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="dataset directory to create")
     src = p.add_argument_group("inputs (either --images/--responses or --sacnn-dir/--site)")
     src.add_argument("--images", type=Path,
@@ -277,8 +270,7 @@ def _write_index(splits: dict):
 
 def build(args, argv=None) -> Path:
     """Run the whole conversion for parsed `args`; return the dataset directory."""
-    if args.out.exists() and not args.overwrite:
-        raise DataError(f"{args.out}: already exists (use --overwrite to replace it)")
+    check_out(args.out, args.overwrite, "manifest.json", "dataset", DataError)
     if args.shard_size < 1:
         raise ConfigError(f"--shard-size: must be >= 1, got {args.shard_size}")
     if args.size is not None and args.size < 1:

@@ -82,9 +82,38 @@ def _pick_neurons(params, k=3):
 
 
 def _load_site(data):
+    from tfsacnn.errors import DataError
+
+    if not Path(data).is_dir():
+        raise DataError(f"{data}: no such site directory")
+    if not (Path(data) / "ground_truth.npz").is_file():
+        raise DataError(f"{data}: not a synthetic site (no ground_truth.npz)")
     from tfsacnn.data import load_numpy
     images, responses = load_numpy(data, "val")
     return images[..., 0], responses, v1_model.load_params(Path(data) / "ground_truth.npz")
+
+
+def _load_real(real):
+    """The real (n_images, n_neurons) sample, or None if `real` is None or the default
+    sample is absent. DataError names the file if it cannot be read."""
+    from tfsacnn.errors import DataError
+
+    if real is None:
+        return None
+    real = Path(real)
+    if not real.exists():
+        if real == REAL_SAMPLE:
+            return None
+        raise DataError(f"{real}: no such file")
+    try:
+        a = np.load(real, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DataError(f"{real}: not a readable .npy file (truncated or corrupt?): {first}") from None
+    if not isinstance(a, np.ndarray) or a.ndim != 2 or not np.issubdtype(a.dtype, np.number):
+        raise DataError(f"{real}: expected a numeric (n_images, n_neurons) array, got "
+                        f"{getattr(a, 'shape', type(a).__name__)}")
+    return a
 
 
 def plot(out, data=None, neurons=8, val=1000, seed=0, real=REAL_SAMPLE, dpi=75):
@@ -94,6 +123,7 @@ def plot(out, data=None, neurons=8, val=1000, seed=0, real=REAL_SAMPLE, dpi=75):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
 
+    real_r = _load_real(real)
     if data is None:
         from data_prep.synthesize import generate_site
         site = generate_site(neurons=neurons, train=1, val=val, seed=seed)
@@ -103,7 +133,6 @@ def plot(out, data=None, neurons=8, val=1000, seed=0, real=REAL_SAMPLE, dpi=75):
         images, responses, params = _load_site(data)
     size = images.shape[-1]
     picks = _pick_neurons(params)
-    real_r = np.load(real) if real is not None and Path(real).exists() else None
 
     fig = plt.figure(figsize=(12, 11))
     gs = fig.add_gridspec(5, 8, height_ratios=[1.1, 1.1, 1.1, 1.1, 1.3], hspace=0.55, wspace=0.6)

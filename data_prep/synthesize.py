@@ -33,7 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from data_prep import stimuli, v1_model  # noqa: E402
-from tfsacnn.errors import ConfigError, DataError, run_cli  # noqa: E402
+from tfsacnn.errors import ConfigError, DataError, OneLineParser, int_at_least, run_cli  # noqa: E402
+from tfsacnn.files import check_out  # noqa: E402
 
 __all__ = ["synthesize", "response_statistics", "statistics_summary", "generate_site", "main",
            "build_parser", "REAL_RANGES"]
@@ -181,8 +182,7 @@ def synthesize(out, neurons=32, train=5000, val=1000, test=0, repeats=10, size=5
     if not 0.0 <= float(surround_fraction) <= 1.0:
         raise ConfigError(f"--surround-fraction: must be in [0, 1], got {surround_fraction}")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise DataError(f"{out}: already exists (use --overwrite to replace it)")
+    check_out(out, overwrite, "manifest.json", "dataset", DataError)
     if images is not None and not Path(images).exists():
         raise DataError(f"{images}: not found")
 
@@ -252,26 +252,6 @@ def synthesize(out, neurons=32, train=5000, val=1000, test=0, repeats=10, size=5
 
 
 # --------------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `error: <problem>` and exit 2."""
-
-    def error(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _int_at_least(lo):
-    def conv(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
-    return conv
-
-
 def _fraction(text):
     try:
         v = float(text)
@@ -283,25 +263,25 @@ def _fraction(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m data_prep.synthesize", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m data_prep.synthesize", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="dataset directory to create")
-    p.add_argument("--neurons", type=_int_at_least(1), default=32, help="model neurons (default 32)")
-    p.add_argument("--train", type=_int_at_least(1), default=5000,
+    p.add_argument("--neurons", type=int_at_least(1), default=32, help="model neurons (default 32)")
+    p.add_argument("--train", type=int_at_least(1), default=5000,
                    help="train images, one noisy trial each (default 5000)")
-    p.add_argument("--val", type=_int_at_least(1), default=1000,
+    p.add_argument("--val", type=int_at_least(1), default=1000,
                    help="validation images, --repeats trials each (default 1000)")
-    p.add_argument("--test", type=_int_at_least(0), default=0,
+    p.add_argument("--test", type=int_at_least(0), default=0,
                    help="held-out test images, --repeats trials each (default 0: no test split)")
-    p.add_argument("--repeats", type=_int_at_least(1), default=10, help="trials per val/test image (default 10)")
-    p.add_argument("--size", type=_int_at_least(32), default=50, help="image side in pixels, >= 32 (default 50)")
+    p.add_argument("--repeats", type=int_at_least(1), default=10, help="trials per val/test image (default 10)")
+    p.add_argument("--size", type=int_at_least(32), default=50, help="image side in pixels, >= 32 (default 50)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset (default 0)")
     p.add_argument("--surround-fraction", type=_fraction, default=0.7,
                    help="fraction of neurons with contextual modulation (default 0.7)")
     p.add_argument("--images", type=Path, default=None,
                    help="use real images (directory, .txt list or .npy, as build_tfrecords reads them) "
                         "instead of procedural ones")
-    p.add_argument("--shard-size", type=_int_at_least(1), default=10000, help="examples per shard (default 10000)")
+    p.add_argument("--shard-size", type=int_at_least(1), default=10000, help="examples per shard (default 10000)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     return p

@@ -157,7 +157,7 @@ class _quiet_nanmean:
 
 
 # --------------------------------------------------------------------------- writing
-from tfsacnn.files import sha256 as _sha256  # noqa: E402
+from tfsacnn.files import check_out, sha256 as _sha256  # noqa: E402
 
 
 def _write_split(tmp: Path, name: str, split: dict, shard_size: int, bar) -> list[dict]:
@@ -235,8 +235,7 @@ def write_dataset(out, splits, *, neuron_ids=None, preprocessing=None, normaliza
         raise DataError(f"neuron_ids: need {n} unique ids, got {len(neuron_ids)} ({len(set(neuron_ids))} unique)")
     if int(shard_size) < 1:
         raise DataError(f"shard_size: must be >= 1, got {shard_size}")
-    if out.exists() and not overwrite:
-        raise DataError(f"{out}: already exists (use overwrite=True / --overwrite to replace it)")
+    check_out(out, overwrite, "manifest.json", "dataset", DataError)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f"{out.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()

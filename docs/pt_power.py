@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from data_prep import stimuli, v1_model  # noqa: E402
-from tfsacnn import metrics  # noqa: E402
+from tfsacnn import compare, metrics  # noqa: E402
 from tfsacnn.analyze import load_run  # noqa: E402
 
 
@@ -89,7 +89,7 @@ def main():
         for m in ("CORR", "PT_J", "PT_S"):
             d = s["run"][m] - s["baseline"][m]
             deltas[group, m] = d
-            p_val = stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+            p_val = compare.paired(s["run"][m], s["baseline"][m])["p"]
             g[f"delta_{m}"] = {"mean": round(float(d.mean()), 4), "improved": int((d > 0).sum()),
                                "neurons": int(len(d)), "wilcoxon_p": round(float(p_val), 5)}
         out[group] = g
@@ -124,7 +124,7 @@ def per_neuron(target, clean, crf_only, preds, params, top_k):
                 "noise_free_truth": round(float(f(target, clean, top_k)[sel].mean()), 4),
                 "crf_only_truth": round(float(f(target, crf_only, top_k)[sel].mean()), 4),
                 "delta": round(float(d.mean()), 4), "improved": int((d > 0).sum()),
-                "wilcoxon_p": round(float(stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0), 5)}
+                "wilcoxon_p": round(compare.paired(cols[f"{m}_run"][sel], cols[f"{m}_baseline"][sel])["p"], 5)}
         for d in ("delta_PT_J", "delta_PT_S"):
             for k in ("peak_overlap_crf_only", "surround_strength", "delta_captured",
                       "delta_CORR", "delta_peak_height", "delta_top_overlap"):

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tfsacnn import metrics  # noqa: E402  (numpy only, like tfsacnn.errors)
-from tfsacnn.errors import DataError, TfsacnnError, run_cli  # noqa: E402
+from tfsacnn.errors import DataError, TfsacnnError, int_at_least, run_cli  # noqa: E402
 
 # tfsacnn.models.VARIANTS (channels, attention, beta kernel, readout); a test keeps them equal.
 VARIANTS = {
@@ -276,30 +276,21 @@ def write_site(out, **kw):
     os.replace(out + ".tmp", out)
 
 
-def _at_least(lo):
-    def parse(text):
-        v = int(text)
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text}")
-        return v
-    return parse
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("site", help="simulate a site into one .npz (numpy only)")
     s.add_argument("--out", required=True)
     for k, v in (("neurons", 24), ("train", 32000), ("val", 1000), ("repeats", 10)):
-        s.add_argument(f"--{k}", type=_at_least(1), default=v)
-    s.add_argument("--test", type=_at_least(0), default=1000)
+        s.add_argument(f"--{k}", type=int_at_least(1), default=v)
+    s.add_argument("--test", type=int_at_least(0), default=1000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--surround-fraction", type=float, default=0.5)
     t = sub.add_parser("train", help="train one variant's networks on a site .npz")
     t.add_argument("--site", required=True)
     t.add_argument("--model", required=True, choices=sorted(VARIANTS))
-    t.add_argument("--epochs", type=_at_least(1), default=50)
-    t.add_argument("--batch", type=_at_least(1), default=50)
+    t.add_argument("--epochs", type=int_at_least(1), default=50)
+    t.add_argument("--batch", type=int_at_least(1), default=50)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--end-at", type=float, default=None, help="Unix time: stop before passing it")

@@ -199,3 +199,65 @@ def test_cli_errors_are_one_line_exit_2(runs, site, tmp_path, capsys):
         assert analyze.main(argv + ["--out", str(tmp_path / "o")]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and message in err, err
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_tensorboard_path_that_is_a_file_fails_before_writing(runs, site, tmp_path, capsys):
+    run, _ = runs["rf_cnn"]
+    tb = tmp_path / "tb"
+    tb.write_text("a file, not a log directory\n")
+    out = tmp_path / "out"
+    for logdir in (tb, tb / "sub"):
+        rc = analyze.main(["--run", str(run), "--data", str(site), "--out", str(out),
+                           "--tensorboard", str(logdir)])
+        assert rc == 2
+        assert _one_error_line(capsys).startswith(f"error: {tb}: not a directory")
+        assert not out.exists()          # nothing written before the error
+
+
+def test_truncated_model_keras_says_corrupt(runs, site, tmp_path, capsys):
+    import shutil
+
+    run, _ = runs["rf_cnn"]
+    bad = tmp_path / "bad_run"
+    shutil.copytree(run, bad)
+    data = (bad / "model.keras").read_bytes()
+    (bad / "model.keras").write_bytes(data[: len(data) // 2])
+    rc = analyze.main(["--run", str(bad), "--data", str(site), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {bad / 'model.keras'}: corrupt or truncated .keras file")
+    assert "File not found" not in line
+
+
+# ---------------------------------------------------------- data_prep.plot_synthetic
+def test_plot_synthetic_on_a_non_synthetic_site(site, tmp_path, capsys):
+    from data_prep import plot_synthetic
+
+    out = tmp_path / "fig.png"
+    with pytest.raises(SystemExit) as e:
+        plot_synthetic.main(["--data", str(site), "--out", str(out)])
+    assert e.value.code == 2
+    assert _one_error_line(capsys) == (f"error: {site}: not a synthetic site "
+                                       f"(no ground_truth.npz)")
+    assert not out.exists()
+
+
+def test_plot_synthetic_truncated_real_npy_is_named(tmp_path, capsys):
+    from data_prep import plot_synthetic
+
+    real = tmp_path / "real.npy"
+    np.save(real, np.zeros((100, 10)))
+    real.write_bytes(real.read_bytes()[:500])
+    out = tmp_path / "fig.png"
+    with pytest.raises(SystemExit) as e:
+        plot_synthetic.main(["--real", str(real), "--out", str(out), "--val", "10"])
+    assert e.value.code == 2
+    assert _one_error_line(capsys).startswith(f"error: {real}: ")
+    assert not out.exists()

@@ -93,6 +93,20 @@ def test_paired_larger_sample_matches_scipy(tmp_path):
     assert rb["pt_j_p"] == 1.0 and rb["pt_j_n_improved"] == 0    # all differences zero
 
 
+def test_paired_keeps_equal_gains_tied():
+    # PT_J of the paper-scale surround neurons: in floating point 0.7 - 0.6 and 0.9 - 0.8
+    # differ in the last bit, which broke the tied ranks (p 0.331 instead of 0.369)
+    base = np.array([0.6, 0.6, 0.5, 0.5, 0.3, 1.0, 0.0, 0.6, 0.8, 0.4, 0.5, 0.6])
+    run = np.array([0.7, 0.7, 0.4, 0.9, 0.5, 0.9, 0.7, 0.4, 0.5, 0.6, 0.9, 0.4])
+    exact = [1, 1, -1, 4, 2, -1, 7, -2, -3, 2, 4, -2]          # the gains in tenths
+    p = stats.wilcoxon(exact).pvalue
+    assert len(set((run - base).tolist())) > len(set(exact))   # the float noise is there
+    s = C.paired(run, base)
+    assert s["p"] == pytest.approx(p) and p == pytest.approx(0.36865234375)
+    assert C.paired(run * 100, base * 100)["p"] == s["p"]        # scale does not matter
+    assert (s["n_improved"], s["n_paired"], s["diff"]) == (7, 12, pytest.approx(0.1))
+
+
 def test_neuron_order_aligned_and_baseline_option(two_runs, tmp_path):
     a, _ = two_runs
     # same neurons, other order: [3, 2, 1, 0] with values reversed = identical to A

@@ -38,6 +38,17 @@ def test_set_overrides_and_yaml_values():
     (["train.freeze=[gamma_cpb]"], "is not a block"),
     (["train.epochs"], "expected section.key=value"),
     (["model.overrides=3"], "model.overrides must be a mapping"),
+    (["train.learning_rate=.nan"], "train.learning_rate must be a finite number > 0"),
+    (["train.learning_rate=.inf"], "train.learning_rate must be a finite number > 0"),
+    (["train.weight_decay=-1.0"], "train.weight_decay must be a finite number >= 0"),
+    (["train.checkpoint_every=0"], "train.checkpoint_every must be >= 1"),
+    (["eval.batch_size=0"], "eval.batch_size must be >= 1"),
+    (["eval.tuning_curve_neurons=-1"], "eval.tuning_curve_neurons must be >= 0"),
+    (["model.overrides={channels: four}"], "channels must be a positive integer, got 'four'"),
+    (["model.overrides={channels: 0}"], "channels must be a positive integer, got 0"),
+    (["model.overrides={dropout: 1.5}"], "dropout must be a number in"),
+    (["model.overrides={readout: fcn}"], "readout must be one of"),
+    (["model.overrides={synchronized_bn: 1}"], "synchronized_bn must be true or false"),
 ])
 def test_bad_values_refused(sets, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
@@ -54,9 +65,60 @@ def test_bad_files_refused(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         config.load(bad)
+    bad.write_text("")                  # an empty file is a mistake, not "all defaults"
+    with pytest.raises(ConfigError, match="the config is empty"):
+        config.load(bad)
+    bad.write_text("{}\n")
+    assert config.load(bad) == config.load(None)
 
 
 def test_dump_round_trip(tmp_path):
     cfg = config.load(REPO / "configs/incremental/1_rf_cnn.yaml")
     config.dump(cfg, tmp_path / "c.yaml")
     assert config.load(tmp_path / "c.yaml") == cfg
+
+
+def test_overrides_merge_key_by_key():
+    path = REPO / "configs/incremental/1_rf_cnn.yaml"
+    base = config.load(path)["model"]["overrides"]
+    assert base["channels"] == 30
+    got = config.load(path, ["model.overrides.num_heads=2"])["model"]["overrides"]
+    assert got == {**base, "num_heads": 2}                  # channels: 30 is kept
+    got = config.load(path, ["model.overrides={channels: 8}", "model.overrides.dropout=0.1"])
+    assert got["model"]["overrides"] == {**base, "channels": 8, "dropout": 0.1}
+    with pytest.raises(ConfigError, match="model.overrides must be a mapping"):
+        config.load(path, ["model.overrides=3"])
+
+
+def _setup_kwargs(monkeypatch, gpu):
+    """setup.py's setup() arguments with TFSACNN_GPU=gpu (None: unset)."""
+    import runpy
+
+    import setuptools
+
+    got = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: got.update(kw))
+    if gpu is None:
+        monkeypatch.delenv("TFSACNN_GPU", raising=False)
+    else:
+        monkeypatch.setenv("TFSACNN_GPU", gpu)
+    runpy.run_path(str(REPO / "setup.py"))
+    return got
+
+
+@pytest.mark.parametrize("gpu, wheel", [(None, "tensorflow-cpu"), ("0", "tensorflow-cpu"),
+                                        ("1", "tensorflow")])
+def test_one_tensorflow_wheel_per_install(monkeypatch, gpu, wheel):
+    kw = _setup_kwargs(monkeypatch, gpu)
+    tf = [r for r in kw["install_requires"] if r.startswith("tensorflow")]
+    assert tf == [f"{wheel}==2.21.0"]
+    assert {"keras==3.15.1", "tensorboard==2.21.0"} <= set(kw["install_requires"])
+    assert kw["extras_require"]["gpu"] == ["tensorflow[and-cuda]==2.21.0"]
+
+
+def test_two_tensorflow_wheels_are_reported(monkeypatch):
+    import tfsacnn
+
+    assert tfsacnn.tensorflow_wheels() == ["tensorflow-cpu"]       # this environment
+    monkeypatch.setattr(tfsacnn.metadata, "version", lambda name: "2.21.0")
+    assert tfsacnn.tensorflow_wheels() == ["tensorflow-cpu", "tensorflow"]

@@ -201,8 +201,12 @@ def test_parse_neurons():
     assert data.parse_neurons("1,5,7", 10) == [1, 5, 7]
     assert data.parse_neurons("0:2,8:", 10) == [0, 1, 8, 9]
     assert data.parse_neurons([4, 2], 10) == [4, 2] and data.parse_neurons(None, 3) == [0, 1, 2]
+    assert data.parse_neurons("0:10", 10) == list(range(10))
     for bad in ("10", "a", "1,1", "5:2", []):
         with pytest.raises(ConfigError):
+            data.parse_neurons(bad, 10)
+    for bad in ("0:11", "-3:", "2:-1"):      # not clamped to the site, nor counted from its end
+        with pytest.raises(ConfigError, match=f"range '{bad}' is out of range for 10 neurons"):
             data.parse_neurons(bad, 10)
 
 
@@ -343,7 +347,15 @@ def test_cli_existing_out_untouched(tiny, capsys):
         build("--out", tiny / "out", *argv)
     assert exc.value.code == 2 and expected in capsys.readouterr().err
     assert (tiny / "out" / "keep").exists()
-    build("--out", tiny / "out", *argv, "--overwrite")
+    # --overwrite replaces a dataset only: not a directory of other files
+    with pytest.raises(SystemExit):
+        build("--out", tiny / "out", *argv, "--overwrite")
+    assert "out: not a dataset directory (no manifest.json)" in capsys.readouterr().err
+    assert (tiny / "out" / "keep").exists()
+    (tiny / "out" / "keep").unlink()
+    build("--out", tiny / "out", *argv, "--overwrite")          # empty: written
+    (tiny / "out" / "keep").write_text("x")
+    build("--out", tiny / "out", *argv, "--overwrite")          # a dataset: replaced
     assert not (tiny / "out" / "keep").exists() and data.read_manifest(tiny / "out")["n_neurons"] == 3
 
 

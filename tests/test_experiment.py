@@ -109,6 +109,27 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     # a different experiment in the same directory is refused
     assert experiment.main(_argv(out, "--set", "train.epochs=2")) == 2
     assert "different experiment" in capsys.readouterr().err
+    # docs/pt_sample_size.py: the observed pairing is compare's, the power a share of draws
+    done = subprocess.run([sys.executable, str(REPO / "docs" / "pt_sample_size.py"),
+                           str(out / "runs" / "ff_cnn"), str(out / "runs" / "ff_sa_cnn"),
+                           "--n", "4", "8", "--draws", "5"], capture_output=True, text=True, check=True)
+    sizes = json.loads(done.stdout)
+    assert sizes["surround_neurons"] == int(has.sum()) and set(sizes["power"]) == {"4", "8"}
+    for m in ("corr", "pt_s", "pt_j"):
+        want = summary["paired"]["surround/ff_sa_cnn-ff_cnn"][m]
+        assert sizes["observed"][m]["p"] == pytest.approx(want["p"])
+        assert sizes["observed"][m]["n_improved"] == want["n_improved"]
+    assert all(v in (0, 0.2, 0.4, 0.6, 0.8, 1.0) for p in sizes["power"].values() for v in p.values())
+    # a finished run continued with other settings (fit --resume --set train.epochs=2)
+    # no longer matches the experiment: refused, not silently reported as 1 epoch
+    from tfsacnn import config as config_lib
+
+    cfg_path = out / "runs" / "ff_cnn" / "config.yaml"
+    config_lib.dump(config_lib.load(cfg_path, ["train.epochs=2"]), cfg_path)
+    assert experiment.main(_argv(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "runs/ff_cnn: finished with other settings" in err
+    assert "train.epochs is 2, the experiment's 1" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -193,6 +214,26 @@ def test_surround_capture_refuses_an_unloadable_model_in_one_line(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.keras").write_bytes(b"not a zip")
-    with pytest.raises(TfsacnnError, match=r"model\.keras: cannot load") as e:
+    with pytest.raises(TfsacnnError, match=r"model\.keras: corrupt or truncated \.keras file") as e:
         experiment.surround_capture({"m": run}, [0], {})
     assert "\n" not in str(e.value)
+
+
+def test_out_that_is_not_an_experiment_is_never_written_or_deleted(tmp_path, capsys):
+    def error(out, *extra):
+        assert experiment.main([str(SA_VS_CNN), "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+        return err
+
+    (tmp_path / "a_file").write_text("x")
+    assert "a_file: is a file, not an experiment directory" in error(tmp_path / "a_file")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "lab_notes.txt").write_text("keep me")
+    assert "not an experiment directory (no experiment.yaml)" in error(notes, "--overwrite")
+    assert [p.name for p in notes.iterdir()] == ["lab_notes.txt"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "experiment.yaml").write_text("site: [unclosed\n")
+    assert f"{broken / 'experiment.yaml'}: not valid YAML" in error(broken)

@@ -7,6 +7,7 @@ so that their state_dicts have the reference checkpoints' keys.
 import json
 import os
 import pathlib
+import pickle
 import subprocess
 import sys
 
@@ -277,6 +278,55 @@ def test_truncated_and_missing_files(tmp_path, ff_sa_state):
     assert "no such file" in _error(tmp_path, "ff_sa_cnn", tmp_path / "absent.pth")
 
 
+def _cli_error(tmp_path, pth, capsys, model="ff_sa_cnn"):
+    """import_torch on one file: exit 2, one `error: <pth>: ...` line, no run written."""
+    from tfsacnn import import_torch
+
+    out = tmp_path / "run"
+    rc = import_torch.main(["--model", model, "--pth", str(pth), "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {pth}: "), err
+    assert not out.exists() and not list(tmp_path.glob("run.tmp-*"))
+    return lines[0]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_inf_weights_are_refused(tmp_path, ff_sa_state, capsys, value):
+    w = ff_sa_state["b_cpbs.0.weight"].clone()
+    w[0, 0, 0, 0] = value
+    pth = save({**ff_sa_state, "b_cpbs.0.weight": w}, tmp_path / "neuron_0.pth")
+    assert _cli_error(tmp_path, pth, capsys).endswith(
+        "key 'b_cpbs.0.weight' has NaN or inf values")
+
+
+def test_shape_error_names_the_inconsistent_key(tmp_path, ff_sa_state):
+    """A value_conv weight cut to 2 rows: value_dim is read from the tensors most of them
+    agree on (5), so the cut weight, not its consistent bias, is named."""
+    state = {**ff_sa_state,
+             "attention.value_conv.weight": ff_sa_state["attention.value_conv.weight"][:2]}
+    msg = _error(tmp_path, "ff_sa_cnn", state)
+    assert "key 'attention.value_conv.weight' has shape (2, 30, 1, 1)" in msg, msg
+    assert "(5, 30, 1, 1)" in msg
+    state = {**ff_sa_state, "a_cpbs.0.weight": ff_sa_state["a_cpbs.0.weight"][:7]}
+    assert "key 'a_cpbs.0.weight' has shape (7, 1, 5, 5)" in _error(tmp_path, "ff_sa_cnn", state)
+
+
+def test_files_that_are_not_checkpoints(tmp_path, capsys):
+    text = tmp_path / "notes.pth"
+    text.write_text("these are not weights\n")
+    npy = tmp_path / "weights.npy"
+    np.save(npy, np.zeros((2, 3), np.float32))
+    npz = tmp_path / "weights.npz"
+    np.savez(npz, w=np.zeros(3))
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=2))
+    for pth in (text, npy, npz, empty, plain):
+        assert "not a PyTorch checkpoint" in _cli_error(tmp_path, pth, capsys), pth
+
+
 def test_cli_writes_run_and_saved_model(tmp_path):
     import tensorflow as tf
     import yaml
@@ -301,8 +351,14 @@ def test_cli_writes_run_and_saved_model(tmp_path):
     import keras
     reloaded = keras.saving.load_model(out / "model.keras")
     np.testing.assert_allclose(keras_out(reloaded, x), want, atol=1e-4, rtol=0)
-    # An existing run is kept unless --overwrite.
+    # An existing run is kept unless --overwrite; --overwrite replaces runs only
     assert import_torch.main(["--model", "rf_sa_cnn", "--pth", *paths, "--out", str(out)]) == 2
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "lab_notes.txt").write_text("keep me")
+    assert import_torch.main(["--model", "rf_sa_cnn", "--pth", *paths, "--out", str(notes),
+                              "--overwrite"]) == 2
+    assert [p.name for p in notes.iterdir()] == ["lab_notes.txt"]
 
 
 def test_cli_error_is_one_line_exit_2(tmp_path, ff_sa_state, capsys):

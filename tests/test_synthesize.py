@@ -94,6 +94,28 @@ def test_deterministic(tmp_path):
         assert g["test_noise_free"].shape == (10, 3) and g["noise_ceiling_test"].shape == (3,)
 
 
+def test_overwrite_replaces_a_dataset_and_nothing_else(tmp_path):
+    from tfsacnn.errors import DataError
+
+    kw = dict(neurons=2, train=10, val=10, repeats=2, progress=False)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "lab_notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="notes: not a dataset directory .no manifest.json.; "
+                                        "refusing to delete it"):
+        synthesize(notes, overwrite=True, **kw)
+    assert [p.name for p in notes.iterdir()] == ["lab_notes.txt"]
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DataError, match="a_file: is a file, not a dataset directory"):
+        synthesize(tmp_path / "a_file", overwrite=True, **kw)
+    site = synthesize(tmp_path / "site", seed=1, **kw)
+    with pytest.raises(DataError, match="already exists"):
+        synthesize(site, **kw)
+    first = (site / "ground_truth.npz").read_bytes()
+    synthesize(site, seed=2, overwrite=True, **kw)                 # a dataset is replaced
+    assert (site / "ground_truth.npz").read_bytes() != first
+
+
 def test_real_images(tmp_path):
     from PIL import Image
     d = tmp_path / "imgs"
@@ -124,7 +146,7 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert r.returncode == 0 and "--surround-fraction" in r.stdout and "--images" in r.stdout
     r = _cli("--out", str(tmp_path / "x"), "--neurons", "0")            # a real process: exit 2
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "error: argument --neurons: must be >= 1, got 0"], r.stderr
+        "error: --neurons: must be >= 1, got 0"], r.stderr
     from data_prep.synthesize import main
     for bad in (["--out", str(tmp_path / "x"), "--surround-fraction", "1.5"],
                 ["--out", str(tmp_path / "x"), "--train", "many"],

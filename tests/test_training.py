@@ -128,6 +128,111 @@ def test_evaluate_recomputes_metrics_from_savedmodel(tiny_run, capsys):
     assert "corr" in capsys.readouterr().out
 
 
+def test_fit_refuses_top_k_larger_than_a_split(site, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _fit(site, out, "--set", "eval.top_k=150") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {site}: the val split has 100 images, fewer than eval.top_k=150 "
+                   "(PT needs top_k images)")
+    assert not (out / "metrics.json").exists() and not (out / "checkpoints").exists()
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_fit_never_writes_into_or_deletes_what_is_not_a_run(site, tmp_path, capsys):
+    before = sorted(p.name for p in site.iterdir())
+    for extra in ([], ["--overwrite"]):          # --out mixed up with --data
+        assert _fit(site, site, *extra) == 2
+        assert "is a dataset (manifest.json), not a run directory" in _one_line_error(capsys)
+        assert sorted(p.name for p in site.iterdir()) == before
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "lab_notes.txt").write_text("keep me")
+    assert _fit(site, notes, "--overwrite") == 2
+    assert "not empty and not a run directory" in _one_line_error(capsys)
+    assert (notes / "lab_notes.txt").read_text() == "keep me"
+    (tmp_path / "a_file").write_text("x")
+    assert _fit(site, tmp_path / "a_file") == 2
+    assert "a_file: is a file, not a run directory" in _one_line_error(capsys)
+    # a bad setting found by the trainer leaves no run directory behind
+    assert _fit(site, tmp_path / "bad", "--neurons", "7") == 2
+    _one_line_error(capsys)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_resume_refuses_other_settings_and_a_corrupt_checkpoint(tiny_run, site, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").unlink()                              # unfinished
+    args = ["--out", str(run), "--resume"]
+    assert fit.main([*args, "--set", "train.batch_size=10"]) == 2
+    err = _one_line_error(capsys)
+    assert "--resume cannot change train.batch_size to 10 (the run has 50)" in err
+    other = tmp_path / "other"
+    shutil.copytree(site, other)
+    assert fit.main([*args, "--data", str(other)]) == 2
+    assert f"data.dir to '{other}'" in _one_line_error(capsys)
+    ckpt = run / "checkpoints" / "last.npz"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])                    # truncated
+    assert fit.main(args) == 2
+    assert _one_line_error(capsys) == (
+        f"error: {ckpt}: corrupt checkpoint (File is not a zip file); use --overwrite to "
+        f"start again")
+
+
+def test_evaluate_bad_input_is_one_line(tiny_run, site, tmp_path, capsys):
+    import shutil
+
+    from tfsacnn import evaluate
+
+    def error(*argv):
+        assert evaluate.main(list(argv)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+        return err
+
+    # PT on fewer images than top_k is refused, not computed on a smaller top_k
+    assert "the test split has 100 images, fewer than top_k=101" in error(
+        "--run", str(tiny_run), "--split", "test", "--top-k", "101")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").unlink()
+    (run / "config.yaml").write_text("model: [unclosed\n")
+    assert error("--run", str(run)).startswith(f"error: {run / 'config.yaml'}: not valid YAML")
+    (run / "config.yaml").write_text("model: {}\n")
+    (run / "metrics.json").write_text('{"neurons": [0, 1')
+    assert error("--run", str(run), "--data", str(site)).startswith(
+        f"error: {run / 'metrics.json'}: not valid JSON")
+    assert error("--run", str(tmp_path / "nowhere")).endswith("nowhere: no such run directory")
+    # --out: a directory is refused with nothing left behind; a new parent is created
+    assert error("--run", str(tiny_run), "--out", str(tmp_path)).endswith("Is a directory")
+    assert not (tmp_path.parent / (tmp_path.name + ".tmp")).exists()
+    assert evaluate.main(["--run", str(tiny_run), "--out", str(tmp_path / "new" / "e.json")]) == 0
+    assert json.loads((tmp_path / "new" / "e.json").read_text())["n_images"] == 100
+    # NaN weights (e.g. an imported checkpoint) predict NaN: refused, not scored as CORR NaN
+    import keras
+
+    from tfsacnn.export import export_saved_model
+
+    model = keras.saving.load_model(tiny_run / "model.keras", compile=False)
+    kernel = model.get_layer("readout").weights[0]
+    kernel.assign(np.full(kernel.shape, np.nan, kernel.dtype))
+    shutil.rmtree(run / "saved_model")
+    export_saved_model(model, run / "saved_model")
+    (run / "metrics.json").unlink()
+    assert "predicts NaN or inf for 3 neuron(s) on the val split" in error(
+        "--run", str(run), "--data", str(site))
+    with pytest.raises(SystemExit):                      # argparse: usage and exit 2
+        evaluate.main(["--run", str(run), "--top-k", "0"])
+    assert "must be a positive integer" in capsys.readouterr().err
+
+
 def test_resume_after_sigkill_matches_uninterrupted_run(site, tmp_path):
     from tests.conftest import REPO
 

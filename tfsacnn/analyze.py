@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
+import zipfile
 
 import matplotlib
 
@@ -93,6 +95,9 @@ def load_run(run_dir):
 
     import tfsacnn.layers  # noqa: F401  (registers the custom layers)
 
+    # keras says "File not found" for a file that is there but not a zip archive.
+    if not zipfile.is_zipfile(model_path):
+        raise AnalyzeError(f"{model_path}: corrupt or truncated .keras file (not a zip archive)")
     try:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as e:  # noqa: BLE001  (keras raises many kinds for a bad file)
@@ -281,6 +286,18 @@ def _write_png(out, name, fig, pictures):
     return path
 
 
+def _check_logdir(path):
+    """Refuse a --tensorboard LOGDIR that cannot become a directory, before any work."""
+    path = pathlib.Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"{p}: not a directory (--tensorboard needs a log directory)")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise ConfigError(f"{p}: not writable (--tensorboard)")
+            return
+
+
 def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
             tensorboard=None, step=0, batch_size=None, log=print):
     """Analyse a run on one split; write pictures and numbers into `out`. -> summary dict.
@@ -293,6 +310,8 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
         raise ConfigError(f"--top: must be >= 1, got {top}")
     if batch_size is not None and int(batch_size) < 1:
         raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
+    if tensorboard is not None:
+        _check_logdir(tensorboard)
     run = load_run(run_dir)
     model = run["model"]
     data_dir = data_dir or run["data_dir"]

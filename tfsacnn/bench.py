@@ -2,6 +2,9 @@
 
     python -m tfsacnn.bench train    training-step speed (tfsacnn.bench_train)
     python -m tfsacnn.bench data     TFRecord write/read speed (tfsacnn.bench_data)
+
+Errors (bad flags, unknown model, no GPU for --device gpu): `error: <arg>: <problem>` on
+one line, exit code 2.
 """
 from __future__ import annotations
 
@@ -11,12 +14,14 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tfsacnn.errors import OneLineParser, run_cli  # noqa: E402
+
 
 def build_parser() -> argparse.ArgumentParser:
     from tfsacnn import bench_data, bench_train
 
-    p = argparse.ArgumentParser(prog="python -m tfsacnn.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m tfsacnn.bench", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="training-step speed", description=bench_train.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    args.run(args)
-    return 0
+    return run_cli(args.run, args)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,17 @@ TRAIN_FACTOR = 3  # backward ~ 2x forward
 
 
 def add_arguments(p):
-    p.add_argument("--model", default="ff_sa_cnn")
-    p.add_argument("--neurons", type=int, default=32)
-    p.add_argument("--batch", type=int, default=50)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    from .errors import int_at_least
+
+    pos = int_at_least(1)
+    # --model is checked against tfsacnn.models.names() in main (importing the registry
+    # imports TensorFlow, which --help should not wait for).
+    p.add_argument("--model", default="ff_sa_cnn",
+                   help="a tfsacnn.models variant (default ff_sa_cnn)")
+    p.add_argument("--neurons", type=pos, default=32)
+    p.add_argument("--batch", type=pos, default=50)
+    p.add_argument("--steps", type=pos, default=20)
+    p.add_argument("--warmup", type=int_at_least(0), default=3)
     p.add_argument("--core", choices=["independent", "shared"], default="independent")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--conv-implementation", choices=["auto", "map", "grouped"], default="auto")
@@ -30,10 +36,11 @@ def add_arguments(p):
                    help="also time the paper's per-neuron PyTorch loop in this run")
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
                    default="float32", help="compute precision (weights stay float32)")
-    p.add_argument("--threads", type=int, default=0, help="intra/inter-op threads (0: TF default)")
-    p.add_argument("--site-images", type=int, default=34000,
+    p.add_argument("--threads", type=int_at_least(0), default=0,
+                   help="intra/inter-op threads (0: TF default)")
+    p.add_argument("--site-images", type=pos, default=34000,
                    help="images per epoch for the extrapolated site time (default 34000)")
-    p.add_argument("--site-epochs", type=int, default=50,
+    p.add_argument("--site-epochs", type=pos, default=50,
                    help="epochs for the extrapolated site time (default 50)")
 
 
@@ -180,7 +187,28 @@ def torch_step(args):
     return step
 
 
+def check_args(args):
+    """Refuse an unknown --model and --device gpu without a GPU (ConfigError, one line)."""
+    from . import models
+    from .errors import ConfigError
+
+    if args.model not in models.names():
+        raise ConfigError(f"--model: unknown model {args.model!r}; known: "
+                          f"{', '.join(models.names())}")
+    if args.device == "gpu":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            raise ConfigError("--device gpu: no GPU visible to TensorFlow")
+    if args.baseline == "torch":
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise ConfigError("--baseline torch: needs PyTorch (pip install 'tfsacnn[torch]')")
+
+
 def main(args):
+    check_args(args)
     flops = forward_flops(args.model) * TRAIN_FACTOR
     step_s = _time(tf_step(args), args.steps, args.warmup)
     base = [_time_torch_in_child(args)] if args.baseline == "torch" else []

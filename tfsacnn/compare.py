@@ -111,7 +111,7 @@ def has_peaks(run_dirs, split="val"):
     return True
 
 
-def _align(runs):
+def align_runs(runs):
     """Check that every run has the baseline's dataset and neuron set; reorder to it."""
     base = runs[0]
     for r in runs[1:]:
@@ -149,7 +149,7 @@ def _load_mask(mask, neurons, owner, what):
     return mask[neurons]
 
 
-def _surround_mask(runs, ground_truth=None):
+def surround_mask(runs, ground_truth=None):
     """has_surround of the runs' neurons from <data.dir>/ground_truth.npz -> (n,) bool."""
     base = runs[0]
     if ground_truth is not None:
@@ -198,10 +198,12 @@ def paired(a, b):
 
     a, b: (n,) -> {"diff": mean(a - b), "n_improved": #(a > b), "n_paired", "p"}.
     p: two-sided Wilcoxon signed-rank (scipy defaults: zero differences dropped);
-    1.0 when every difference is 0, NaN when nothing is paired.
+    1.0 when every difference is 0, NaN when nothing is paired. The differences are
+    rounded to 1e-9 first, so equal gains stay tied ranks (0.7 - 0.6 != 0.4 - 0.3 in
+    floating point, and PT values are multiples of 1/top_k).
     """
     ok = ~(np.isnan(a) | np.isnan(b))
-    d = a[ok] - b[ok]
+    d = np.round(a[ok] - b[ok], 9)
     if len(d) == 0:
         return {"diff": math.nan, "n_improved": 0, "n_paired": 0, "p": math.nan}
     if not np.any(d != 0):
@@ -264,7 +266,7 @@ def compare_runs(run_dirs, baseline=None, split="val", neuron_mask=None,
             dirs.insert(0, str(baseline))
     metrics = METRICS + PEAKS if peaks else METRICS
     runs = [load_run(d, split, metrics) for d in dirs]
-    _align(runs)
+    align_runs(runs)
     base = runs[0]
     n = len(base["neurons"])
     sel_all = np.ones(n, dtype=bool)
@@ -280,7 +282,7 @@ def compare_runs(run_dirs, baseline=None, split="val", neuron_mask=None,
             raise CompareError(f"{owner}: the mask selects none of the runs' neurons")
     groups = [("all", sel_all)]
     if group_by_surround:
-        sur = _surround_mask(runs, ground_truth)
+        sur = surround_mask(runs, ground_truth)
         groups = [("surround", sel_all & sur), ("control", sel_all & ~sur)]
     rows = [_row(r, sel, base, g, metrics) for g, sel in groups if sel.any() for r in runs]
     df = pd.DataFrame(rows)

@@ -3,8 +3,11 @@
 Every key has a default and a type here; unknown keys, bad types and missing files are
 refused (ConfigError) before any work starts. `--set section.key=value` overrides a key,
 the value parsed as YAML (`--set train.epochs=5`, `--set model.overrides.num_heads=2`).
+`model.overrides` is merged key by key (a file's or `--set`'s keys add to, or replace,
+those before them), so one override does not drop the others.
 """
 import copy
+import math
 import pathlib
 
 import yaml
@@ -101,11 +104,12 @@ def _merge(where, base, new, path=()):
             if not isinstance(v, dict):
                 raise ConfigError(f"{where}: {'.'.join(key)} must be a mapping")
             _merge(where, base[k], v, key)
-        else:
-            if key in FREE_FORM and not isinstance(v, dict):
+        elif key in FREE_FORM:        # merged key by key: --set model.overrides.num_heads=2
+            if not isinstance(v, dict):
                 raise ConfigError(f"{where}: {'.'.join(key)} must be a mapping")
-            if key not in FREE_FORM:
-                _check_type(where, v, base[k], key)
+            base[k] = {**base[k], **copy.deepcopy(v)}
+        else:
+            _check_type(where, v, base[k], key)
             base[k] = copy.deepcopy(v)
 
 
@@ -135,7 +139,8 @@ def load(path=None, sets=(), where=None):
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
         if raw is None:
-            raw = {}
+            raise ConfigError(f"{path}: the config is empty (a config without changes is "
+                              f"'{{}}')")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config must be a mapping of sections")
         _merge(str(path), cfg, raw)
@@ -153,11 +158,13 @@ def validate(cfg, where):
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{where}: model.overrides: {e}") from None
     t = cfg["train"]
-    for k in ("epochs", "batch_size"):
+    for k in ("epochs", "batch_size", "checkpoint_every"):
         if t[k] < 1:
             raise ConfigError(f"{where}: train.{k} must be >= 1")
-    if t["learning_rate"] <= 0:
-        raise ConfigError(f"{where}: train.learning_rate must be > 0")
+    if not 0 < t["learning_rate"] < math.inf:
+        raise ConfigError(f"{where}: train.learning_rate must be a finite number > 0")
+    if not 0 <= t["weight_decay"] < math.inf:
+        raise ConfigError(f"{where}: train.weight_decay must be a finite number >= 0")
     if t["neurons_per_step"] is not None and t["neurons_per_step"] < 0:
         raise ConfigError(f"{where}: train.neurons_per_step must be >= 0")
     for entry in t["freeze"]:
@@ -174,8 +181,9 @@ def validate(cfg, where):
     d = cfg["data"]
     if d["dir"] is not None and not (pathlib.Path(d["dir"]) / "manifest.json").exists():
         raise ConfigError(f"{where}: data.dir: {d['dir']}/manifest.json not found")
-    if cfg["eval"]["top_k"] < 1:
-        raise ConfigError(f"{where}: eval.top_k must be >= 1")
+    for k, lo in (("top_k", 1), ("batch_size", 1), ("tuning_curve_neurons", 0)):
+        if cfg["eval"][k] < lo:
+            raise ConfigError(f"{where}: eval.{k} must be >= {lo}")
 
 
 def dump(cfg, path):

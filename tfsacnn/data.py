@@ -92,6 +92,9 @@ def parse_neurons(spec, n_total: int) -> list[int]:
                     parts.extend(range(n_total)[slice(*bounds)])
                 except (ValueError, TypeError):
                     raise ConfigError(f"neurons: bad range {tok!r} (use e.g. '0:64')") from None
+                if any(b is not None and not 0 <= b <= n_total for b in bounds[:2]):
+                    raise ConfigError(f"neurons: range {tok!r} is out of range for "
+                                      f"{n_total} neurons")
             else:
                 try:
                     parts.append(int(tok))

@@ -1,4 +1,6 @@
-"""Exceptions that CLIs turn into one-line errors and exit code 2."""
+"""Exceptions that CLIs turn into one-line errors and exit code 2, and the CLI helpers."""
+import argparse
+import sys
 
 
 class TfsacnnError(Exception):
@@ -18,8 +20,6 @@ def run_cli(fn, *args, path=None):
 
     Returns the exit code (0 on success). `path` names the file in an OSError without one.
     """
-    import sys
-
     try:
         fn(*args)
     except TfsacnnError as e:
@@ -29,3 +29,24 @@ def run_cli(fn, *args, path=None):
         print(f"error: {e.filename or path}: {e.strerror or e}", file=sys.stderr)
         return 2
     return 0
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too: `error: <arg>: <problem>`, exit 2."""
+
+    def error(self, message):
+        print(f"error: {message.removeprefix('argument ')}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def int_at_least(lo):
+    """argparse type: an integer >= lo."""
+    def conv(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+    return conv

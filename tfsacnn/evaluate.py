@@ -8,7 +8,8 @@ none, such as imported PyTorch checkpoints), so `tfsacnn.compare` can use the ru
 
 Loads `RUN_DIR/saved_model` with plain TensorFlow (the `serve` endpoint), predicts the
 split of the dataset (default: the run's own `data.dir`, and its neurons), and prints the
-mean CORR, PT_J and PT_S (and FEV when the split has repeats).
+mean CORR, PT_J, PT_S, TOP and peak height (`tfsacnn.metrics.evaluate`; the JSON from
+`--out` also has FEV and the noise ceiling when the split has repeats).
 """
 import argparse
 import json
@@ -19,21 +20,20 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
-from .errors import TfsacnnError  # noqa: E402
+from .errors import TfsacnnError, int_at_least, run_cli  # noqa: E402
+from .files import read_json, read_yaml, write_text  # noqa: E402
 
 
 def run_neurons(run):
     """The dataset neuron indices of a run's output columns (metrics.json or config)."""
     m = run / "metrics.json"
     if m.exists():
-        try:
-            return json.loads(m.read_text())["neurons"]
-        except (ValueError, KeyError) as e:
-            raise TfsacnnError(f"{m}: unreadable ({e})") from None
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    return cfg.get("data", {}).get("neurons")
+        metrics = read_json(m)
+        if "neurons" not in metrics:
+            raise TfsacnnError(f"{m}: has no 'neurons'")
+        return metrics["neurons"]
+    return (read_yaml(run / "config.yaml").get("data") or {}).get("neurons")
 
 
 def evaluate_run(run, data=None, split="val", top_k=10, batch_size=500):
@@ -45,6 +45,8 @@ def evaluate_run(run, data=None, split="val", top_k=10, batch_size=500):
     from .fit import split_entry
 
     run = pathlib.Path(run)
+    if not run.is_dir():
+        raise TfsacnnError(f"{run}: no such run directory")
     sm = run / "saved_model"
     if not (sm / "saved_model.pb").exists():
         raise TfsacnnError(f"{sm}: no SavedModel here")
@@ -52,7 +54,7 @@ def evaluate_run(run, data=None, split="val", top_k=10, batch_size=500):
         cfg_path = run / "config.yaml"
         if not cfg_path.exists():
             raise TfsacnnError(f"{cfg_path}: missing; pass --data DIR")
-        data = (yaml.safe_load(cfg_path.read_text()) or {}).get("data", {}).get("dir")
+        data = (read_yaml(cfg_path).get("data") or {}).get("dir")
         if not data:
             raise TfsacnnError(f"{cfg_path}: has no data.dir; pass --data DIR")
     manifest = data_lib.read_manifest(data)
@@ -66,7 +68,14 @@ def evaluate_run(run, data=None, split="val", top_k=10, batch_size=500):
     if pred.shape[1] != y.shape[1]:
         raise TfsacnnError(f"{sm}: predicts {pred.shape[1]} neurons, {data} selection has "
                            f"{y.shape[1]}")
-    scores = metrics_lib.evaluate(y, pred, top_k=min(top_k, len(y)), repeats=reps)
+    bad = ~np.isfinite(pred).all(axis=0)
+    if bad.any():
+        raise TfsacnnError(f"{sm}: predicts NaN or inf for {int(bad.sum())} neuron(s) on the "
+                           f"{split} split (first: column {int(np.argmax(bad))})")
+    if len(y) < top_k:
+        raise TfsacnnError(f"{data}: the {split} split has {len(y)} images, fewer than "
+                           f"top_k={top_k} (PT needs top_k images)")
+    scores = metrics_lib.evaluate(y, pred, top_k=top_k, repeats=reps)
     return split_entry(scores, len(y)), {"data": data, "neurons": neurons, "manifest": manifest}
 
 
@@ -80,9 +89,9 @@ def save_metrics(run, entries, info, **fields):
     run = pathlib.Path(run)
     path = run / "metrics.json"
     if path.exists():
-        metrics = json.loads(path.read_text())
+        metrics = read_json(path)
     else:
-        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        cfg = read_yaml(run / "config.yaml")
         model = keras.saving.load_model(run / "model.keras", compile=False)
         metrics = {
             "model": cfg.get("model", {}).get("name", model.name),
@@ -95,11 +104,26 @@ def save_metrics(run, entries, info, **fields):
             "selection_split": None, "best_epoch": [None] * len(info["neurons"]),
             "splits": {},
         }
+    if not isinstance(metrics.get("splits"), dict):
+        raise TfsacnnError(f"{path}: has no 'splits' mapping")
     metrics["splits"].update(entries)
     metrics.update(fields)
-    tmp = path.with_name("metrics.json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(metrics, indent=1))
+
+
+def run(args):
+    entry, info = evaluate_run(args.run, args.data, args.split, args.top_k)
+    if args.save:
+        save_metrics(args.run, {args.split: entry}, info)
+    m = entry["mean"]
+    fmt = lambda v, s=1: "nan" if v is None else f"{v * s:.3f}"  # noqa: E731
+    print(f"{args.run} [{args.split}, {entry['n_images']} images]: corr {fmt(m['corr'])}  "
+          f"PT_J {fmt(m['pt_j'], 100)}%  PT_S {fmt(m['pt_s'], 100)}%  "
+          f"TOP {fmt(m['top_overlap'], 100)}%  peak height {fmt(m['peak_height'])}  "
+          f"({m['n_nan']} NaN)")
+    if args.out:
+        pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.out, json.dumps(entry, indent=1))
 
 
 def main(argv=None):
@@ -108,29 +132,11 @@ def main(argv=None):
     p.add_argument("--run", required=True, help="run directory with saved_model/")
     p.add_argument("--data", help="dataset directory (default: the run's data.dir)")
     p.add_argument("--split", default="val", help="split to evaluate (val, test, ...)")
-    p.add_argument("--top-k", type=int, default=10, help="peak-tuning top_k (default 10)")
+    p.add_argument("--top-k", type=int_at_least(1), default=10, help="peak-tuning top_k (default 10)")
     p.add_argument("--out", help="also write the result as JSON here")
     p.add_argument("--save", action="store_true",
                    help="record the result in RUN_DIR/metrics.json (for compare)")
-    args = p.parse_args(argv)
-    try:
-        entry, info = evaluate_run(args.run, args.data, args.split, args.top_k)
-        if args.save:
-            save_metrics(args.run, {args.split: entry}, info)
-    except TfsacnnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    m = entry["mean"]
-    fmt = lambda v, s=1: "nan" if v is None else f"{v * s:.3f}"  # noqa: E731
-    print(f"{args.run} [{args.split}, {entry['n_images']} images]: corr {fmt(m['corr'])}  "
-          f"PT_J {fmt(m['pt_j'], 100)}%  PT_S {fmt(m['pt_s'], 100)}%  "
-          f"TOP {fmt(m['top_overlap'], 100)}%  peak height {fmt(m['peak_height'])}  "
-          f"({m['n_nan']} NaN)")
-    if args.out:
-        tmp = pathlib.Path(args.out + ".tmp")
-        tmp.write_text(json.dumps(entry, indent=1))
-        os.replace(tmp, args.out)
-    return 0
+    return run_cli(run, p.parse_args(argv), path=None)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ OUT receives:
     table.md, table.csv   tfsacnn.compare --group-by-surround on the report split, plus the
                           fraction of the noise ceiling, two reference rows and the
                           surround captured by each model (below)
+    references.csv        the reference predictors (ground truth, CRF-only truth) per group
     summary.json          the same numbers, the verdict and the wall times
     timings.json          wall time of each step (site, each model), kept when a step is reused
 
@@ -71,7 +72,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import yaml
 
 from .errors import ConfigError, TfsacnnError
-from .files import read_yaml
+from .files import read_yaml, write_text
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -194,19 +195,22 @@ def prepare_out(exp, overwrite, log):
     out = pathlib.Path(exp["out"])
     record = out / "experiment.yaml"
     text = yaml.safe_dump(exp, sort_keys=False)
+    if out.exists() and not out.is_dir():
+        raise TfsacnnError(f"{out}: is a file, not an experiment directory")
     if out.exists() and any(out.iterdir()):
+        if not record.is_file():
+            raise TfsacnnError(f"{out}: not empty and not an experiment directory (no "
+                               f"experiment.yaml); refusing to write into or delete it "
+                               f"(use another --out)")
         if overwrite:
             shutil.rmtree(out)
-        elif not record.is_file():
-            raise TfsacnnError(f"{out}: exists and is not an experiment directory "
-                               f"(use --overwrite or another --out)")
-        elif yaml.safe_load(record.read_text()) != yaml.safe_load(text):
+        elif read_yaml(record) != yaml.safe_load(text):
             raise TfsacnnError(f"{out}: holds a different experiment ({record}); use "
                                f"--overwrite to replace it, or another --out")
         else:
             log(f"reusing {out} (same experiment.yaml)")
     out.mkdir(parents=True, exist_ok=True)
-    record.write_text(text)
+    write_text(record, text)
     return out
 
 
@@ -227,12 +231,29 @@ def make_site(exp, out, log):
     return site_dir, time.perf_counter() - t
 
 
+def reuse(exp, name, run, log):
+    """True when `run` is finished; refuses one trained with other settings than `exp`'s
+    (e.g. continued with `tfsacnn.fit --resume --set train.epochs=...` after its report)."""
+    from . import config as config_lib
+
+    if not (run / "metrics.json").is_file():
+        return False
+    want = config_lib.load(CONFIGS / f"{name}.yaml", fit_sets(exp))
+    have = config_lib.load(run / "config.yaml")
+    diff = [f"{s}.{k} is {have[s].get(k)!r}, the experiment's {v!r}"
+            for s in FIT_SECTIONS for k, v in want[s].items() if have[s].get(k) != v]
+    if diff:
+        raise TfsacnnError(f"{run}: finished with other settings ({'; '.join(diff)}); "
+                           f"use --overwrite or another --out")
+    log(f"{name}: reusing finished run {run}")
+    return True
+
+
 def train_model(exp, name, site_dir, out, log):
     from . import fit
 
     run = out / "runs" / name
-    if (run / "metrics.json").is_file():
-        log(f"{name}: reusing finished run {run}")
+    if reuse(exp, name, run, log):
         return run, 0.0
     argv = ["--config", str(CONFIGS / f"{name}.yaml"), "--data", str(site_dir),
             "--out", str(run)]
@@ -275,11 +296,9 @@ def import_torch_model(exp, name, torch_dir, site_dir, out, split, log):
 
     from . import interop
     from .evaluate import evaluate_run, save_metrics
-    from .files import write_text
 
     run = out / "runs" / name
-    if (run / "metrics.json").is_file():
-        log(f"{name}: reusing finished run {run}")
+    if reuse(exp, name, run, log):
         return run
     pth, hist = torch_source(torch_dir, name)
     src = pth.parent
@@ -636,7 +655,7 @@ def run(args):
     def record(step, t):
         if t > 0:
             seconds[step] = round(t, 1)
-            timings.write_text(json.dumps(seconds, indent=1))
+            write_text(timings, json.dumps(seconds, indent=1))
 
     site_dir, t_site = make_site(exp, out, log)
     record("site", t_site)
@@ -661,10 +680,10 @@ def run(args):
         [args.experiment] + (["--out", args.out] if args.out else [])
         + [x for s in args.set for x in ("--set", s)]
         + (["--torch", args.torch] if args.torch else []))
-    (out / "table.md").write_text(md)
-    df.to_csv(out / "table.csv", index=False)
-    refs_df.to_csv(out / "references.csv", index=False)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_text(out / "table.md", md)
+    write_text(out / "table.csv", df.to_csv(index=False))
+    write_text(out / "references.csv", refs_df.to_csv(index=False))
+    write_text(out / "summary.json", json.dumps(summary, indent=1))
     print(md, end="")
     log(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'references.csv'} and "
         f"{out / 'summary.json'}; wall times (s): {seconds}")

@@ -45,8 +45,26 @@ def write_text(path, text):
     """Write `text` to `path` through a temporary file and a rename."""
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_out(path, overwrite, marker, what, error=TfsacnnError):
+    """Refuse an output `path` that exists without `overwrite`, or that `overwrite` would
+    delete although it is no `what` (a file, or a non-empty directory without `marker`)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return
+    if not overwrite:
+        raise error(f"{path}: already exists (use --overwrite to replace it)")
+    if not path.is_dir():
+        raise error(f"{path}: is a file, not a {what} directory")
+    if any(path.iterdir()) and not (path / marker).exists():
+        raise error(f"{path}: not a {what} directory (no {marker}); refusing to delete it")
 
 
 def atomic_dir(path, write):

@@ -46,7 +46,8 @@ def build_parser():
     return p
 
 
-def resolve_config(args):
+def cli_sets(args):
+    """--set items plus --data, --neurons and --strategy as --set items."""
     sets = list(args.set)
     if args.data:
         sets.append(f"data.dir={json.dumps(args.data)}")
@@ -54,6 +55,11 @@ def resolve_config(args):
         sets.append(f"data.neurons={json.dumps(args.neurons)}")
     if args.strategy:
         sets.append(f"train.strategy={args.strategy}")
+    return sets
+
+
+def resolve_config(args):
+    sets = cli_sets(args)
     path = args.config
     demo = path is None
     if demo:
@@ -78,21 +84,56 @@ def ensure_demo_data():
     synthesize(DEMO_DATA, **DEMO_SITE)
 
 
-def prepare_run_dir(out, resume, overwrite):
+RESUMABLE = {("train", "epochs"), ("train", "strategy")}  # what --resume may change
+
+
+def _flat(cfg, path=()):
+    for k, v in cfg.items():
+        if isinstance(v, dict) and path + (k,) not in config_lib.FREE_FORM:
+            yield from _flat(v, path + (k,))
+        else:
+            yield path + (k,), v
+
+
+def resume_config(args, saved):
+    """RUN/config.yaml plus the command line; refuses a change other than RESUMABLE's."""
+    sets = cli_sets(args)
+    cfg = config_lib.load(args.config or saved, sets, where=str(args.config or saved))
+    if cfg["data"]["dir"] is not None:
+        cfg["data"]["dir"] = str(pathlib.Path(cfg["data"]["dir"]).resolve())
+    old, new = dict(_flat(config_lib.load(saved))), dict(_flat(cfg))
+    diff = [f"{'.'.join(k)} to {v!r} (the run has {old.get(k)!r})"
+            for k, v in new.items() if k not in RESUMABLE and v != old.get(k)]
+    if diff:
+        raise TfsacnnError(f"{saved}: --resume cannot change {'; '.join(diff)}: only "
+                           f"train.epochs and train.strategy may change (or use --overwrite)")
+    return cfg
+
+
+def check_run_dir(out, resume, overwrite):
+    """Refuse an --out that must not be written or replaced; True: replace it (--overwrite)."""
     out = pathlib.Path(out)
-    if out.exists() and not resume:
-        if (out / "metrics.json").exists() and not overwrite:
-            raise TfsacnnError(f"{out}: a finished run is already there (use --overwrite, "
-                               f"or another --out)")
-        if (out / "checkpoints").exists() and not overwrite:
-            raise TfsacnnError(f"{out}: an unfinished run is there (use --resume to continue "
-                               f"it, or --overwrite)")
-        if overwrite:
-            shutil.rmtree(out)
-    if resume and not (out / "config.yaml").exists():
-        raise TfsacnnError(f"{out}: nothing to resume (no config.yaml)")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    if out.exists() and not out.is_dir():
+        raise TfsacnnError(f"{out}: is a file, not a run directory")
+    if (out / "manifest.json").exists():
+        raise TfsacnnError(f"{out}: is a dataset (manifest.json), not a run directory; --out "
+                           f"names the run to write")
+    if resume:
+        if not (out / "config.yaml").exists():
+            raise TfsacnnError(f"{out}: nothing to resume (no config.yaml)")
+        return False
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if not any((out / f).exists() for f in ("config.yaml", "metrics.json", "checkpoints")):
+        raise TfsacnnError(f"{out}: not empty and not a run directory; refusing to write into "
+                           f"or delete it (use another --out)")
+    if (out / "metrics.json").exists() and not overwrite:
+        raise TfsacnnError(f"{out}: a finished run is already there (use --overwrite, "
+                           f"or another --out)")
+    if (out / "checkpoints").exists() and not overwrite:
+        raise TfsacnnError(f"{out}: an unfinished run is there (use --resume to continue "
+                           f"it, or --overwrite)")
+    return overwrite
 
 
 def manifest_sha256(data_dir):
@@ -123,7 +164,7 @@ def report(model, trainer, best_epoch):
         x, y, reps = data_lib.load_numpy(cfg["data"]["dir"], split, neurons=trainer.neurons,
                                          verify=False, with_repeats=True)
         pred = trainer.predict(predict, x)
-        scores = metrics_lib.evaluate(y, pred, top_k=min(cfg["eval"]["top_k"], len(y)),
+        scores = metrics_lib.evaluate(y, pred, top_k=cfg["eval"]["top_k"],
                                       repeats=reps)
         out["splits"][split] = split_entry(scores, len(y))
     return out
@@ -169,30 +210,35 @@ def metrics_csv(metrics):
 
 def run(args):
     saved = pathlib.Path(args.out) / "config.yaml" if args.out else None
-    if args.resume and not args.config and saved is not None and saved.exists():
-        cfg = config_lib.load(saved, args.set)  # the run's own config, no demo set-up
+    if args.resume and saved is not None and saved.is_file():
+        cfg = resume_config(args, saved)   # the run's own config, no demo set-up
     else:
         cfg = resolve_config(args)
+    import tensorflow as tf
+
     from . import training
 
     out = pathlib.Path(args.out or f"runs/{cfg['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
     strategy = training.make_strategy(cfg["train"]["strategy"])
     chief = training.is_chief(strategy)
     if chief:
-        out = prepare_run_dir(out, args.resume, args.overwrite)
-        config_lib.dump(cfg, out / "config.yaml")
+        replace = check_run_dir(out, args.resume, args.overwrite)
     else:  # other workers write their (identical) state to a scratch directory
         out = pathlib.Path(f"{out}.worker-tmp-{os.getpid()}")
-        out.mkdir(parents=True, exist_ok=True)
     from . import data as data_lib
     from .callbacks import TensorBoardLogger
     from .export import export_saved_model, save_keras
     from .files import write_text
 
-    trainer = training.Trainer(cfg, out, strategy=strategy)
+    trainer = training.Trainer(cfg, out, strategy=strategy)   # checks the data and neurons
     if cfg["data"]["verify"]:  # sha256 of every shard, once, before any work
         for split in trainer.splits:
             data_lib.load(cfg["data"]["dir"], split, 1, verify=True)
+    if chief and replace:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if chief:
+        config_lib.dump(cfg, out / "config.yaml")
     tb = TensorBoardLogger(out / "tensorboard", cfg, cfg["eval"]["tuning_curve_neurons"])
     print(f"training {cfg['model']['name']} ({cfg['model']['core']} core) on "
           f"{len(trainer.neurons)} neurons of {cfg['data']['dir']} with "
@@ -200,6 +246,9 @@ def run(args):
     try:
         model, history, best_epoch = trainer.fit(resume=args.resume,
                                                  callbacks=[tb] if chief else [])
+    except tf.errors.DataLossError as e:
+        raise TfsacnnError(f"{cfg['data']['dir']}: a corrupt or truncated TFRecord shard "
+                           f"({e.message.splitlines()[0]}); data.verify=true names it") from None
     finally:
         tb.close()
     metrics = report(model, trainer, best_epoch)

@@ -45,6 +45,7 @@ import numpy as np
 
 from . import models
 from .errors import DataError
+from .files import check_out
 
 # Variants whose reference module we map (the variant's name in tfsacnn.models).
 SUPPORTED = ("ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn", "ff_sa_cnn_star",
@@ -170,12 +171,44 @@ def _one_line(e):
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+# torch.save's legacy (non-zip) format: a pickle stream that starts with this number.
+_LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _check_format(path):
+    """Refuse a file that is not in either of torch.save's formats (a zip archive holding
+    `*/data.pkl`, or the legacy pickle stream): "<path>: not a PyTorch checkpoint"."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(32)
+    if not head:
+        raise DataError(f"{path}: not a PyTorch checkpoint (empty file)")
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            return  # a truncated archive: torch.load says what is wrong
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            raise DataError(f"{path}: not a PyTorch checkpoint (a zip archive without "
+                            f"data.pkl, e.g. an .npz file)")
+        return
+    if not (head[:1] == b"\x80" and _LEGACY_MAGIC in head):
+        what = (" (a NumPy .npy file)" if head.startswith(b"\x93NUMPY")
+                else " (a pickle without torch's magic number)" if head[:1] == b"\x80" else "")
+        raise DataError(f"{path}: not a PyTorch checkpoint{what}")
+
+
 def _load_file(path):
     """torch.load one file -> {key: float32 ndarray}. DataError names the file."""
     torch = _torch()
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    _check_format(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
@@ -198,7 +231,10 @@ def _load_file(path):
             continue
         if not v.is_floating_point():
             raise DataError(f"{path}: key {k!r} has dtype {v.dtype}, expected floats")
-        out[k] = v.detach().to(device="cpu", dtype=torch.float32).numpy()
+        a = v.detach().to(device="cpu", dtype=torch.float32).numpy()
+        if not np.isfinite(a).all():
+            raise DataError(f"{path}: key {k!r} has NaN or inf values")
+        out[k] = a
     return out
 
 
@@ -285,20 +321,39 @@ def neuron_indices(paths_and_counts):
 # -------------------------------------------------------------------- conversion
 
 
+def _vote(state, sources):
+    """The size most of `sources` ((key, ndim, axis) triples) agree on, or None.
+
+    Several tensors carry each dimension, so one mis-shaped tensor is outvoted and then
+    blamed by `_check`, rather than making its consistent neighbours look wrong. Ties go
+    to the earliest source.
+    """
+    sizes = [state[k].shape[axis] for k, ndim, axis in sources
+             if k in state and state[k].ndim == ndim]
+    if not sizes:
+        return None
+    return max(dict.fromkeys(sizes), key=sizes.count)
+
+
 def _infer_dims(name, state):
     """channels, key_dim, value_dim from the tensors' shapes (None where absent)."""
     o = models.resolve(name)
     sa = o["attention"] is not None
-    first = state.get(("a_cpbs" if sa else "layers") + ".0.weight")
-    dims = {"channels": None, "key_dim": None, "value_dim": None}
-    if first is not None and first.ndim == 4:
-        dims["channels"] = first.shape[0]
-    q = state.get("attention.query_conv.weight")
-    if sa and q is not None and q.ndim == 4:
-        dims["key_dim"] = q.shape[0]
-    v = state.get("attention.value_conv.weight")
-    if o["attention"] == "value_mapping" and v is not None and v.ndim == 4:
-        dims["value_dim"] = v.shape[0]
+    seq = "a_cpbs" if sa else "layers"
+    channels = [(f"{seq}.0.weight", 4, 0), (f"{seq}.0.bias", 1, 0)]
+    channels += [(f"{seq}.2.{t}", 1, 0) for t, _ in _BN_VARS]
+    channels += [(f"{seq}.5.weight", 4, 0), (f"{seq}.5.weight", 4, 1), (f"{seq}.5.bias", 1, 0)]
+    dims = {"channels": _vote(state, channels), "key_dim": None, "value_dim": None}
+    a = "attention"
+    if sa:
+        dims["key_dim"] = _vote(state, [(f"{a}.query_conv.weight", 4, 0),
+                                        (f"{a}.query_conv.bias", 1, 0),
+                                        (f"{a}.key_conv.weight", 4, 0),
+                                        (f"{a}.key_conv.bias", 1, 0)])
+    if o["attention"] == "value_mapping":
+        dims["value_dim"] = _vote(state, [(f"{a}.value_conv.weight", 4, 0),
+                                          (f"{a}.value_conv.bias", 1, 0),
+                                          (f"{a}.o_proj.weight", 4, 1)])
     return dims
 
 
@@ -462,8 +517,7 @@ def write_run(name, paths, out, overwrite=False):
     from . import export
 
     out = pathlib.Path(out)
-    if out.exists() and not overwrite:
-        raise DataError(f"{out}: already exists (use --overwrite to replace it)")
+    check_out(out, overwrite, "config.yaml", "run", DataError)
     paths = [pathlib.Path(p) for p in _as_list(paths)]
     model, overrides, neurons = _load(name, paths)
     cfg = run_config(name, paths, overrides, neurons)

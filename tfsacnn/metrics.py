@@ -45,8 +45,7 @@ REPORTED = ("corr", "pt_j", "pt_s", "top_overlap", "peak_height")
 
 __all__ = [
     "corr", "peak_tuning_joint", "peak_tuning_separate", "top_overlap", "peak_height",
-    "fev", "corr_ceiling",
-    "normalized_corr", "summarize", "evaluate",
+    "fev", "corr_ceiling", "normalized_corr", "partial_corr", "summarize", "evaluate",
 ]
 
 

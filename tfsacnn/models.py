@@ -49,6 +49,8 @@ DEFAULTS = dict(dropout=0.3, key_dim=5, value_dim=5, num_heads=1, image_size=IMA
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIONS = set(DEFAULTS) | {"channels", "attention", "beta_kernel", "readout"}
 ATTENTION = (None, "value_mapping", "identity_value")
+READOUTS = ("fcl", "ctl", "fc1")
+CONV_IMPLEMENTATIONS = ("auto", "grouped", "map")
 BLOCKS = ("alpha_cpb1", "alpha_cpb2", "self_attention", "beta_cpb1", "beta_cpb2", "readout")
 CORES = ("independent", "shared")
 
@@ -66,11 +68,25 @@ def resolve(name, **overrides):
     if unknown:
         raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
     opts = {**DEFAULTS, **VARIANTS[name], **overrides}
-    if opts["attention"] not in ATTENTION:
-        raise ValueError(f"attention must be one of {ATTENTION}, got {opts['attention']!r}")
-    if opts["precision"] not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {opts['precision']!r}")
+    for k in ("channels", "key_dim", "value_dim", "num_heads", "beta_kernel", "image_size"):
+        if not _is_int(opts[k]) or opts[k] < 1:
+            raise ValueError(f"{k} must be a positive integer, got {opts[k]!r}")
+    d = opts["dropout"]
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
+        raise ValueError(f"dropout must be a number in [0, 1), got {d!r}")
+    if opts["seed"] is not None and not _is_int(opts["seed"]):
+        raise ValueError(f"seed must be an integer or null, got {opts['seed']!r}")
+    if not isinstance(opts["synchronized_bn"], bool):
+        raise ValueError(f"synchronized_bn must be true or false, got {opts['synchronized_bn']!r}")
+    for k, allowed in (("attention", ATTENTION), ("precision", PRECISIONS),
+                       ("readout", READOUTS), ("conv_implementation", CONV_IMPLEMENTATIONS)):
+        if opts[k] not in allowed:
+            raise ValueError(f"{k} must be one of {allowed}, got {opts[k]!r}")
     return opts
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def build(name, n_neurons=1, core="independent", **overrides):

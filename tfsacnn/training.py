@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -211,6 +212,12 @@ class Trainer:
         sel = cfg["eval"]["selection_split"]
         if sel not in self.splits:
             raise TfsacnnError(f"{self.data_dir}: has no {sel!r} split for epoch selection")
+        top_k = cfg["eval"]["top_k"]
+        for s in dict.fromkeys([sel, *cfg["eval"]["report_splits"]]):
+            count = self.manifest["splits"].get(s, {}).get("count", 0)
+            if 0 < count < top_k:
+                raise TfsacnnError(f"{self.data_dir}: the {s} split has {count} images, fewer "
+                                   f"than eval.top_k={top_k} (PT needs top_k images)")
         self.ckpt_path = self.run_dir / "checkpoints" / "last.npz"
 
     # ----------------------------------------------------------------- building
@@ -304,6 +311,13 @@ class Trainer:
         os.replace(tmp, self.ckpt_path)
 
     def _load_checkpoint(self, model, optimizer, best):
+        try:
+            return self._read_checkpoint(model, optimizer, best)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise TfsacnnError(f"{self.ckpt_path}: corrupt checkpoint ({e}); use --overwrite "
+                               f"to start again") from None
+
+    def _read_checkpoint(self, model, optimizer, best):
         with np.load(self.ckpt_path, allow_pickle=False) as z:
             for i, v in enumerate(model.variables):
                 v.assign(z[f"model_{i}"])
@@ -390,9 +404,10 @@ class Trainer:
                 loss = float(step(batch)) / len(neurons)
                 if not np.isfinite(loss):
                     bar.close()
+                    kept = (f"the last good checkpoint is kept in {self.ckpt_path}"
+                            if self.ckpt_path.exists() else "no checkpoint was written yet")
                     raise NaNLossError(
-                        f"loss is {loss} at epoch {epoch} step {len(losses) + 1}; the last "
-                        f"good checkpoint (epoch {epoch - 1}) is kept in {self.ckpt_path}")
+                        f"loss is {loss} at epoch {epoch} step {len(losses) + 1}; {kept}")
                 losses.append(loss)
                 bar.update(1)
                 rate = len(losses) * t["batch_size"] * len(neurons) / (time.perf_counter() - t0)
