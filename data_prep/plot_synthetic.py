@@ -22,6 +22,7 @@ import numpy as np
 
 from data_prep import stimuli, v1_model
 from data_prep.synthesize import REAL_RANGES, statistics_summary
+from tfsacnn.errors import OneLineParser
 
 REAL_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "m1s1_val_responses_sample.npy"
 PHASES = np.linspace(0, 2 * np.pi, 8, endpoint=False)
@@ -206,8 +207,8 @@ def plot(out, data=None, neurons=8, val=1000, seed=0, real=REAL_SAMPLE, dpi=75):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_prep.plot_synthetic", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m data_prep.plot_synthetic", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("docs/synthetic_examples.png"), help="PNG to write")
     p.add_argument("--data", type=Path, default=None, help="a site written by data_prep.synthesize "
                                                             "(default: simulate one in memory)")

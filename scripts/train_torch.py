@@ -24,7 +24,6 @@ DIR/avg_0_N.pth (the reference's site checkpoint, `models.{i}.` keys, best epoch
 neuron) and DIR/history.json after every epoch, and stops early, at an epoch boundary,
 when `--end-at` (a Unix time) would be passed by the next epoch.
 """
-import argparse
 import json
 import math
 import os
@@ -35,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tfsacnn import metrics  # noqa: E402  (numpy only, like tfsacnn.errors)
-from tfsacnn.errors import DataError, TfsacnnError, int_at_least, run_cli  # noqa: E402
+from tfsacnn.errors import DataError, OneLineParser, TfsacnnError, int_at_least, run_cli  # noqa: E402
 
 # tfsacnn.models.VARIANTS (channels, attention, beta kernel, readout); a test keeps them equal.
 VARIANTS = {
@@ -277,7 +276,7 @@ def write_site(out, **kw):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("site", help="simulate a site into one .npz (numpy only)")
     s.add_argument("--out", required=True)

@@ -228,9 +228,9 @@ def test_evaluate_bad_input_is_one_line(tiny_run, site, tmp_path, capsys):
     (run / "metrics.json").unlink()
     assert "predicts NaN or inf for 3 neuron(s) on the val split" in error(
         "--run", str(run), "--data", str(site))
-    with pytest.raises(SystemExit):                      # argparse: usage and exit 2
+    with pytest.raises(SystemExit) as exit_:             # a usage error: one line too
         evaluate.main(["--run", str(run), "--top-k", "0"])
-    assert "must be a positive integer" in capsys.readouterr().err
+    assert exit_.value.code == 2 and _one_line_error(capsys) == "error: --top-k: must be >= 1, got 0"
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(site, tmp_path):

@@ -28,7 +28,6 @@ Errors are one line, `error: <path>: <problem>`, exit status 2.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -42,7 +41,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 from tfsacnn import plots  # noqa: E402
-from tfsacnn.errors import ConfigError, TfsacnnError, run_cli  # noqa: E402
+from tfsacnn.errors import ConfigError, OneLineParser, TfsacnnError, run_cli  # noqa: E402
 from tfsacnn.files import read_json, read_yaml  # noqa: E402
 
 TUNING_PER_PAGE = 16
@@ -442,7 +441,7 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
 
 # --------------------------------------------------------------------------- CLI
 def _parser():
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m tfsacnn.analyze",
         description="Tuning curves, centre/surround readout decomposition and attention maps "
                     "of a trained run.")

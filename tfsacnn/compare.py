@@ -13,7 +13,6 @@ predicts them. Reads only RUN/metrics.json (docs/internals.md); no TensorFlow.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import pathlib
 import sys
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tfsacnn.errors import TfsacnnError
+from tfsacnn.errors import OneLineParser, TfsacnnError
 from tfsacnn.files import read_json, write_text
 
 METRICS = ("corr", "pt_s", "pt_j")            # table order, as in the paper
@@ -341,7 +340,7 @@ def to_markdown(df):
 
 # --------------------------------------------------------------------------- CLI
 def _parser():
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m tfsacnn.compare",
         description="Compare runs in a table like the paper's Table 1 (CORR, PT_S %, PT_J %, "
                     "mean ± s.e.m. over neurons; paired difference, neurons improved and "

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from .errors import TfsacnnError, int_at_least, run_cli  # noqa: E402
+from .errors import OneLineParser, TfsacnnError, int_at_least, run_cli  # noqa: E402
 from .files import read_json, read_yaml, write_text  # noqa: E402
 
 
@@ -127,8 +127,8 @@ def run(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tfsacnn.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m tfsacnn.evaluate", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run directory with saved_model/")
     p.add_argument("--data", help="dataset directory (default: the run's data.dir)")
     p.add_argument("--split", default="val", help="split to evaluate (val, test, ...)")

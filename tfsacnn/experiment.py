@@ -71,7 +71,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import yaml
 
-from .errors import ConfigError, TfsacnnError
+from .errors import ConfigError, OneLineParser, TfsacnnError
 from .files import read_yaml, write_text
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -616,8 +616,8 @@ def _markdown(exp, df, refs_df, contrasts, split, criterion, capture=()):
 
 # --------------------------------------------------------------------------- CLI
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m tfsacnn.experiment", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m tfsacnn.experiment", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", help="experiment YAML, e.g. configs/experiments/sa_vs_cnn.yaml")
     p.add_argument("--out", help="output directory (overrides `out`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -21,7 +21,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import config as config_lib  # noqa: E402
-from .errors import TfsacnnError, run_cli  # noqa: E402
+from .errors import OneLineParser, TfsacnnError, run_cli  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
@@ -30,8 +30,8 @@ DEMO_SITE = dict(neurons=8, train=2000, val=500, test=0, repeats=10, seed=0)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m tfsacnn.fit", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m tfsacnn.fit", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config (default: the demo config)")
     p.add_argument("--data", help="dataset directory (overrides data.dir)")
     p.add_argument("--out", help="run directory (default: runs/<model>-<time>)")

@@ -9,11 +9,10 @@ SA models) and RUN_DIR/config.yaml; `python -m tfsacnn.evaluate --run RUN_DIR --
 then computes metrics.json. Needs `pip install tfsacnn[torch]`. See tfsacnn.interop for
 what is converted. Errors: `error: <file>: <problem>` on one line, exit code 2.
 """
-import argparse
 import os
 import sys
 
-from .errors import run_cli
+from .errors import OneLineParser, run_cli
 
 # Kept here (not imported from interop) so that --help does not import TensorFlow.
 SUPPORTED = ("ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn", "ff_sa_cnn_star",
@@ -21,7 +20,7 @@ SUPPORTED = ("ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn", "ff_sa_cnn_star",
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m tfsacnn.import_torch",
         description="Import the paper's PyTorch checkpoints (neuron_{i}.pth, one network "
                     "each, or avg_{start}_{end}.pth) into a tfsacnn run directory.")
