@@ -78,6 +78,21 @@ def test_dump_round_trip(tmp_path):
     assert config.load(tmp_path / "c.yaml") == cfg
 
 
+def test_errors_name_the_set_or_the_file_that_gave_the_value(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {batch_size: 0}\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert str(e.value) == f"{path}: train.batch_size must be >= 1"
+    path.write_text("train: {epochs: 3}\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(path, ["train.batch_size=0"])
+    assert str(e.value) == "--set train.batch_size=0: train.batch_size must be >= 1"
+    with pytest.raises(ConfigError) as e:
+        config.load(path, ["model.overrides.channels=0"])
+    assert str(e.value).startswith("--set model.overrides.channels=0: model.overrides: channels")
+
+
 def test_overrides_merge_key_by_key():
     path = REPO / "configs/incremental/1_rf_cnn.yaml"
     base = config.load(path)["model"]["overrides"]

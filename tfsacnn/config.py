@@ -144,46 +144,57 @@ def load(path=None, sets=(), where=None):
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config must be a mapping of sections")
         _merge(str(path), cfg, raw)
+    origin = {}                      # section.key -> the --set that last gave it
     for item in sets:
         _merge(f"--set {item}", cfg, parse_set(item))
-    validate(cfg, where or str(path or "config"))
+        origin[".".join(item.split("=", 1)[0].split(".")[:2])] = f"--set {item}"
+    default = where or str(path or "config")
+    validate(cfg, lambda key: origin.get(key, default))
     return cfg
 
 
 def validate(cfg, where):
-    """Checks that need more than one key, and the model overrides."""
+    """Checks that need more than one key, and the model overrides.
+
+    `where`: the error's prefix, or a function of the key ("train.epochs") that gives it.
+    """
+    at = where if callable(where) else (lambda key: where)
+
+    def fail(key, problem):
+        raise ConfigError(f"{at(key)}: {key}{problem}") from None
+
     m = cfg["model"]
     try:
         models.resolve(m["name"], **m["overrides"])
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where}: model.overrides: {e}") from None
+        fail("model.overrides", f": {e}")
     t = cfg["train"]
     for k in ("epochs", "batch_size", "checkpoint_every"):
         if t[k] < 1:
-            raise ConfigError(f"{where}: train.{k} must be >= 1")
+            fail(f"train.{k}", " must be >= 1")
     if not 0 < t["learning_rate"] < math.inf:
-        raise ConfigError(f"{where}: train.learning_rate must be a finite number > 0")
+        fail("train.learning_rate", " must be a finite number > 0")
     if not 0 <= t["weight_decay"] < math.inf:
-        raise ConfigError(f"{where}: train.weight_decay must be a finite number >= 0")
+        fail("train.weight_decay", " must be a finite number >= 0")
     if t["neurons_per_step"] is not None and t["neurons_per_step"] < 0:
-        raise ConfigError(f"{where}: train.neurons_per_step must be >= 0")
+        fail("train.neurons_per_step", " must be >= 0")
     for entry in t["freeze"]:
         if not isinstance(entry, str):
-            raise ConfigError(f"{where}: train.freeze entries must be strings, got {entry!r}")
+            fail("train.freeze", f" entries must be strings, got {entry!r}")
         if models.block_of(entry.split(".")[0]) is None:
-            raise ConfigError(f"{where}: train.freeze: {entry!r} is not a block "
-                              f"({', '.join(models.BLOCKS)}) or layer.variable name")
+            fail("train.freeze", f": {entry!r} is not a block ({', '.join(models.BLOCKS)}) "
+                                 f"or layer.variable name")
     for entry in t["init_blocks"] or []:
         if entry not in models.BLOCKS:
-            raise ConfigError(f"{where}: train.init_blocks: unknown block {entry!r}")
+            fail("train.init_blocks", f": unknown block {entry!r}")
     if t["init_from"] is not None and not (pathlib.Path(t["init_from"]) / "model.keras").exists():
-        raise ConfigError(f"{where}: train.init_from: {t['init_from']}/model.keras not found")
+        fail("train.init_from", f": {t['init_from']}/model.keras not found")
     d = cfg["data"]
     if d["dir"] is not None and not (pathlib.Path(d["dir"]) / "manifest.json").exists():
-        raise ConfigError(f"{where}: data.dir: {d['dir']}/manifest.json not found")
+        fail("data.dir", f": {d['dir']}/manifest.json not found")
     for k, lo in (("top_k", 1), ("batch_size", 1), ("tuning_curve_neurons", 0)):
         if cfg["eval"][k] < lo:
-            raise ConfigError(f"{where}: eval.{k} must be >= {lo}")
+            fail(f"eval.{k}", f" must be >= {lo}")
 
 
 def dump(cfg, path):
