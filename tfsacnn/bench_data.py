@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tfsacnn.errors import int_at_least
+
 
 def add_arguments(parser) -> None:
     """Flags of the `data` subcommand."""
-    from tfsacnn.errors import int_at_least
-
     pos = int_at_least(1)
     parser.add_argument("--examples", type=pos, default=20000, help="examples to write (default 20000)")
     parser.add_argument("--neurons", type=pos, default=300, help="neurons per example (default 300)")

@@ -14,12 +14,12 @@ import time
 
 import numpy as np
 
+from .errors import ConfigError, int_at_least
+
 TRAIN_FACTOR = 3  # backward ~ 2x forward
 
 
 def add_arguments(p):
-    from .errors import int_at_least
-
     pos = int_at_least(1)
     # --model is checked against tfsacnn.models.names() in main (importing the registry
     # imports TensorFlow, which --help should not wait for).
@@ -190,7 +190,6 @@ def torch_step(args):
 def check_args(args):
     """Refuse an unknown --model and --device gpu without a GPU (ConfigError, one line)."""
     from . import models
-    from .errors import ConfigError
 
     if args.model not in models.names():
         raise ConfigError(f"--model: unknown model {args.model!r}; known: "
