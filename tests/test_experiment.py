@@ -172,6 +172,8 @@ def test_torch_trained_models_are_imported_and_reported(tmp_path, capsys):
     md = (tmp_path / "exp" / "table.md").read_text()
     assert "scripts/train_torch.py" in md and "| TOP % | peak height |" in md
     capsys.readouterr()
+    assert experiment.main(argv(tmp_path / "exp", torch_dir)) == 0     # a second call reuses
+    assert capsys.readouterr().out.count("reusing finished run") == 2
     other = trained("other", 4, ("ff_cnn",), 1)                 # another site seed
     assert experiment.main(argv(tmp_path / "exp2", other, "models=[ff_cnn]")) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]     # (the site's progress above)

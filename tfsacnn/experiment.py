@@ -170,10 +170,17 @@ def load(path, sets=(), out=None):
     # the fit sections go through the fit config schema now, so a bad key fails early
     for m in models:
         try:
-            config_lib.load(CONFIGS / f"{m}.yaml", fit_sets(exp))
+            fit_config(exp, m)
         except ConfigError as e:
             raise ConfigError(f"{where}: {str(e).split(': ', 1)[-1]}") from None
     return exp
+
+
+def fit_config(exp, name):
+    """The resolved fit config of model `name` in this experiment (ConfigError)."""
+    from . import config as config_lib
+
+    return config_lib.load(CONFIGS / f"{name}.yaml", fit_sets(exp))
 
 
 def fit_sets(exp):
@@ -238,7 +245,7 @@ def reuse(exp, name, run, log):
 
     if not (run / "metrics.json").is_file():
         return False
-    want = config_lib.load(CONFIGS / f"{name}.yaml", fit_sets(exp))
+    want = fit_config(exp, name)
     have = config_lib.load(run / "config.yaml")
     diff = [f"{s}.{k} is {have[s].get(k)!r}, the experiment's {v!r}"
             for s in FIT_SECTIONS for k, v in want[s].items() if have[s].get(k) != v]
@@ -294,6 +301,7 @@ def import_torch_model(exp, name, torch_dir, site_dir, out, split, log):
     """runs/<name> from scripts/train_torch.py's DIR/<name>/ (avg_*.pth, history.json)."""
     import numpy as np
 
+    from . import config as config_lib
     from . import interop
     from .evaluate import evaluate_run, save_metrics
 
@@ -315,6 +323,12 @@ def import_torch_model(exp, name, torch_dir, site_dir, out, split, log):
     if not off <= TORCH_CORR_TOLERANCE:
         raise TfsacnnError(f"{src}: val CORR here differs from the training's by up to {off:.3f}: "
                            f"trained on another site? (site arguments must match)")
+    want = fit_config(exp, name)
+    if hist["epochs_planned"] != want["train"]["epochs"]:
+        raise TfsacnnError(f"{src / 'history.json'}: trained for {hist['epochs_planned']} "
+                           f"epochs, the experiment's train.epochs is {want['train']['epochs']}")
+    cfg = config_lib.load(run / "config.yaml")     # record the training settings it had
+    config_lib.dump({**cfg, "train": want["train"], "eval": want["eval"]}, run / "config.yaml")
     entries = {"val": entry}
     if split != "val":
         entries[split] = evaluate_run(run, site_dir, split, top_k)[0]
