@@ -24,7 +24,7 @@ from data_prep import stimuli, v1_model
 from data_prep.synthesize import REAL_RANGES, statistics_summary
 from tfsacnn.errors import OneLineParser
 
-REAL_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "m1s1_val_responses_sample.npy"
+REAL_SAMPLE = Path(__file__).resolve().parent / "reference" / "m1s1_val_responses_sample.npy"  # see its README.md
 PHASES = np.linspace(0, 2 * np.pi, 8, endpoint=False)
 
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_SAMPLE = REPO.parent / "shared" / "data" / "m1s1_val_responses_sample.npy"
 
 
 @pytest.fixture(scope="session")
@@ -33,17 +32,18 @@ def train_torch_script():
 
 @pytest.fixture(scope="session")
 def real_sample():
-    """Real responses of 10 M1S1 neurons to 1000 validation images, (1000, 10) float64."""
-    if not SHARED_SAMPLE.exists():
-        pytest.skip(f"{SHARED_SAMPLE} not present")
-    return np.load(SHARED_SAMPLE, allow_pickle=False)
+    """Real responses of 10 M1S1 neurons to 1000 validation images, (1000, 10) float64
+    (data_prep/reference/README.md)."""
+    from data_prep.reference import real_sample
+
+    return real_sample()
 
 
 def randomize_statistics(model, seed=0):
     """Non-trivial BatchNorm statistics (and gamma/beta) and SA gamma of a model."""
     import keras
 
-    from tfsacnn.layers import SelfAttention2D
+    from tfsacnn.nn.layers import SelfAttention2D
 
     rng = np.random.default_rng(seed)
     for layer in model.layers:

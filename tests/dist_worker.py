@@ -14,6 +14,6 @@ if n > 1:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
 
-from tfsacnn import fit  # noqa: E402
+from tfsacnn.cli import fit  # noqa: E402
 
 sys.exit(fit.main(sys.argv[2:]))

@@ -1,4 +1,4 @@
-"""tfsacnn.analyze and tfsacnn.plots: decomposition, attention rows, CLI outputs, TensorBoard."""
+"""tfsacnn.analyze and tfsacnn.evaluation.plots: decomposition, attention rows, CLI outputs, TensorBoard."""
 import json
 
 import numpy as np
@@ -7,7 +7,8 @@ import pytest
 from tests.conftest import randomize_statistics
 import yaml
 
-from tfsacnn import analyze, models, plots
+from tfsacnn import models
+from tfsacnn.evaluation import analyze, plots
 
 N_NEURONS = 3
 N_VAL = 20

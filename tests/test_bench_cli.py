@@ -1,7 +1,7 @@
 """`python -m tfsacnn.bench`: bad flags are one `error: <arg>: <problem>` line, exit code 2."""
 import pytest
 
-from tfsacnn import bench
+import tfsacnn.bench as bench
 
 
 def _fails(argv, capsys):

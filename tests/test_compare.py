@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tfsacnn import compare as C
+from tfsacnn.evaluation import compare as C
 
 SHA = "ab" * 32
 

@@ -105,35 +105,37 @@ def test_overrides_merge_key_by_key():
         config.load(path, ["model.overrides=3"])
 
 
-def _setup_kwargs(monkeypatch, gpu):
-    """setup.py's setup() arguments with TFSACNN_GPU=gpu (None: unset)."""
-    import runpy
+def _pyproject():
+    import tomllib
 
-    import setuptools
-
-    got = {}
-    monkeypatch.setattr(setuptools, "setup", lambda **kw: got.update(kw))
-    if gpu is None:
-        monkeypatch.delenv("TFSACNN_GPU", raising=False)
-    else:
-        monkeypatch.setenv("TFSACNN_GPU", gpu)
-    runpy.run_path(str(REPO / "setup.py"))
-    return got
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
-@pytest.mark.parametrize("gpu, wheel", [(None, "tensorflow-cpu"), ("0", "tensorflow-cpu"),
-                                        ("1", "tensorflow")])
-def test_one_tensorflow_wheel_per_install(monkeypatch, gpu, wheel):
-    kw = _setup_kwargs(monkeypatch, gpu)
-    tf = [r for r in kw["install_requires"] if r.startswith("tensorflow")]
-    assert tf == [f"{wheel}==2.21.0"]
-    assert {"keras==3.15.1", "tensorboard==2.21.0"} <= set(kw["install_requires"])
-    assert kw["extras_require"]["gpu"] == ["tensorflow[and-cuda]==2.21.0"]
+def test_pyproject_pins_one_tensorflow_wheel_and_gpu_extra():
+    project = _pyproject()["project"]
+    tf = [r for r in project["dependencies"] if r.split("==")[0] in ("tensorflow", "tensorflow-cpu")]
+    assert tf == ["tensorflow==2.21.0"]
+    assert "tensorboard==2.21.0" in project["dependencies"]
+    assert "keras==3.15.1" in project["dependencies"]
+    assert project["optional-dependencies"]["gpu"] == ["tensorflow[and-cuda]==2.21.0"]
+    assert project["optional-dependencies"]["jax"] == ["jax==0.10.2"]
+    assert project["scripts"] == {"tfsacnn": "tfsacnn.cli.main:main"}
+    assert not any("addons" in r for r in project["dependencies"])
 
 
 def test_two_tensorflow_wheels_are_reported(monkeypatch):
     import tfsacnn
 
-    assert tfsacnn.tensorflow_wheels() == ["tensorflow-cpu"]       # this environment
+    assert tfsacnn.tensorflow_wheels() == ["tensorflow"]            # this environment
     monkeypatch.setattr(tfsacnn.metadata, "version", lambda name: "2.21.0")
     assert tfsacnn.tensorflow_wheels() == ["tensorflow-cpu", "tensorflow"]
+
+
+def test_shipped_configs_by_name():
+    shipped = config.shipped()
+    assert {"demo", "ff_sa_cnn", "incremental/1_rf_cnn"} <= set(shipped)
+    by_name = config.load("ff_cnn")
+    assert by_name == config.load(REPO / "configs" / "ff_cnn.yaml")
+    assert config.load("ff_cnn.yaml") == by_name
+    with pytest.raises(ConfigError, match="no shipped config of that name"):
+        config.load("no_such_model")

@@ -27,7 +27,7 @@ ARGS = ["--config", str(REPO / "configs/ff_sa_cnn.yaml"), "--set", "train.epochs
 
 @pytest.fixture(scope="module")
 def single(site, tmp_path_factory):
-    from tfsacnn import fit
+    from tfsacnn.cli import fit
 
     out = tmp_path_factory.mktemp("dist") / "single"
     assert fit.main([*ARGS, "--data", str(site), "--out", str(out), "--strategy", "default"]) == 0

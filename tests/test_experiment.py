@@ -1,13 +1,13 @@
-"""tfsacnn.experiment end to end on a tiny version of configs/experiments/sa_vs_cnn.yaml."""
+"""studies.sa_vs_cnn.experiment end to end on a tiny version of studies/sa_vs_cnn/sa_vs_cnn.yaml."""
 import json
 
 import pandas as pd
 import pytest
 
 from tests.conftest import REPO
-from tfsacnn import experiment
+from studies.sa_vs_cnn import experiment
 
-SA_VS_CNN = REPO / "configs" / "experiments" / "sa_vs_cnn.yaml"
+SA_VS_CNN = REPO / "studies" / "sa_vs_cnn" / "sa_vs_cnn.yaml"
 TINY = ["site.neurons=4", "site.train=200", "site.val=100", "site.test=100", "site.repeats=4",
         "models=[ff_cnn, ff_sa_cnn]", "pairs=[[ff_cnn, ff_sa_cnn]]", "train.epochs=1", "model.overrides={channels: 4}",
         "eval.tuning_curve_neurons=1"]
@@ -65,11 +65,11 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     np.testing.assert_allclose(capture["ff_sa_cnn"]["per_neuron"], expected, rtol=1e-4)
     assert "Surround captured" in md
     assert "| TOP % | peak height |" in md and df["top_overlap_pct"].notna().all()
-    # docs/sa_diagnostics.py (the doc's attention diagnostics) on the same run
+    # studies/sa_vs_cnn/sa_diagnostics.py (the doc's attention diagnostics) on the same run
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, str(REPO / "docs" / "sa_diagnostics.py"),
+    done = subprocess.run([sys.executable, str(REPO / "studies" / "sa_vs_cnn" / "sa_diagnostics.py"),
                            str(out / "runs" / "ff_sa_cnn"), str(out / "site")],
                           capture_output=True, text=True, check=True)
     diag = json.loads(done.stdout)
@@ -77,8 +77,8 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     run_corr = np.array(json.loads((out / "runs" / "ff_sa_cnn" / "metrics.json").read_text())
                         ["splits"]["test"]["per_neuron"]["corr"])
     assert diag["corr"]["surround"] == pytest.approx(np.nanmean(run_corr[has]), abs=1e-4)
-    # docs/pt_power.py --per-neuron (new images from the site's own neurons) on the same runs
-    done = subprocess.run([sys.executable, str(REPO / "docs" / "pt_power.py"), str(out / "site"),
+    # studies/sa_vs_cnn/pt_power.py --per-neuron (new images from the site's own neurons) on the same runs
+    done = subprocess.run([sys.executable, str(REPO / "studies" / "sa_vs_cnn" / "pt_power.py"), str(out / "site"),
                            str(out / "runs" / "ff_cnn"), str(out / "runs" / "ff_sa_cnn"),
                            "--images", "300", "--per-neuron"],
                           capture_output=True, text=True, check=True)
@@ -109,8 +109,8 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     # a different experiment in the same directory is refused
     assert experiment.main(_argv(out, "--set", "train.epochs=2")) == 2
     assert "different experiment" in capsys.readouterr().err
-    # docs/pt_sample_size.py: the observed pairing is compare's, the power a share of draws
-    done = subprocess.run([sys.executable, str(REPO / "docs" / "pt_sample_size.py"),
+    # studies/sa_vs_cnn/pt_sample_size.py: the observed pairing is compare's, the power a share of draws
+    done = subprocess.run([sys.executable, str(REPO / "studies" / "sa_vs_cnn" / "pt_sample_size.py"),
                            str(out / "runs" / "ff_cnn"), str(out / "runs" / "ff_sa_cnn"),
                            "--n", "4", "8", "--draws", "5"], capture_output=True, text=True, check=True)
     sizes = json.loads(done.stdout)

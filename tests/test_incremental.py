@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-import tfsacnn.layers  # noqa: F401
+import tfsacnn.nn.layers  # noqa: F401
 from tests.conftest import REPO
-from tfsacnn import fit
+from tfsacnn.cli import fit
 
 pytestmark = pytest.mark.slow
 

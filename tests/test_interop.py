@@ -280,7 +280,7 @@ def test_truncated_and_missing_files(tmp_path, ff_sa_state):
 
 def _cli_error(tmp_path, pth, capsys, model="ff_sa_cnn"):
     """import_torch on one file: exit 2, one `error: <pth>: ...` line, no run written."""
-    from tfsacnn import import_torch
+    from tfsacnn.cli import import_torch
 
     out = tmp_path / "run"
     rc = import_torch.main(["--model", model, "--pth", str(pth), "--out", str(out)])
@@ -331,7 +331,7 @@ def test_cli_writes_run_and_saved_model(tmp_path):
     import tensorflow as tf
     import yaml
 
-    from tfsacnn import import_torch
+    from tfsacnn.cli import import_torch
 
     nets = [randomize(make_net("rf_sa_cnn"), seed=30 + i) for i in range(2)]
     paths = [str(save(net, tmp_path / f"neuron_{i + 4}.pth")) for i, net in enumerate(nets)]
@@ -362,7 +362,7 @@ def test_cli_writes_run_and_saved_model(tmp_path):
 
 
 def test_cli_error_is_one_line_exit_2(tmp_path, ff_sa_state, capsys):
-    from tfsacnn import import_torch
+    from tfsacnn.cli import import_torch
 
     assert import_torch.SUPPORTED == interop.SUPPORTED
     cnn = save(randomize(make_net("rf_cnn"), seed=8), tmp_path / "neuron_0.pth")
@@ -379,7 +379,7 @@ def test_package_does_not_import_torch_and_cli_exit_code(tmp_path, ff_sa_state):
     good = save(ff_sa_state, tmp_path / "good.pth")
     bad = tmp_path / "neuron_0.pth"
     bad.write_bytes(good.read_bytes()[:1000])
-    code = ("import sys; import tfsacnn.models, tfsacnn.layers, tfsacnn.interop, "
+    code = ("import sys; import tfsacnn.models, tfsacnn.nn.layers, tfsacnn.interop, "
             "tfsacnn.import_torch as cli; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "sys.exit(cli.main(sys.argv[1:]))")

@@ -10,7 +10,7 @@ from tests.conftest import randomize_statistics
 import tensorflow as tf
 
 from tfsacnn import models
-from tfsacnn.layers import NeuronConv2D, Readout, SelfAttention2D
+from tfsacnn.nn.layers import NeuronConv2D, Readout, SelfAttention2D
 
 
 def _images(b=4, seed=0):
@@ -188,7 +188,7 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     np.testing.assert_allclose(np.asarray(again(x, training=False)),
                                np.load(tmp_path / "y.npy"), atol=1e-6)
     code = (
-        "import numpy as np, keras, tfsacnn.layers, sys\n"
+        "import numpy as np, keras, tfsacnn.nn.layers, sys\n"
         f"m = keras.saving.load_model(r'{path}')\n"
         f"x = np.load(r'{tmp_path / 'x.npy'}')\n"
         f"y = np.asarray(m(x, training=False))\n"

@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from tfsacnn import fit, training
+from tfsacnn import training
+from tfsacnn.cli import fit
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ def test_run_directory_contents(tiny_run):
 def test_tensorboard_has_every_tag(tiny_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from tfsacnn.callbacks import TAGS
+    from tfsacnn.training.callbacks import TAGS
 
     ea = EventAccumulator(str(tiny_run / "tensorboard"), size_guidance={"tensors": 0})
     ea.Reload()
@@ -91,7 +92,7 @@ def test_same_seed_same_metrics(site, tiny_run, tmp_path):
 def test_savedmodel_in_fresh_process_without_tfsacnn(tiny_run, site, tmp_path):
     import keras
 
-    import tfsacnn.layers  # noqa: F401  (registers the layers for model.keras)
+    import tfsacnn.nn.layers  # noqa: F401  (registers the layers for model.keras)
     from tfsacnn import data
 
     x, _ = data.load_numpy(site, "val")
@@ -116,7 +117,7 @@ print("OK")
 
 
 def test_evaluate_recomputes_metrics_from_savedmodel(tiny_run, capsys):
-    from tfsacnn import evaluate
+    from tfsacnn.evaluation import evaluate
 
     for split in ("val", "test"):
         entry, _ = evaluate.evaluate_run(tiny_run, split=split)
@@ -189,7 +190,7 @@ def test_resume_refuses_other_settings_and_a_corrupt_checkpoint(tiny_run, site, 
 def test_evaluate_bad_input_is_one_line(tiny_run, site, tmp_path, capsys):
     import shutil
 
-    from tfsacnn import evaluate
+    from tfsacnn.evaluation import evaluate
 
     def error(*argv):
         assert evaluate.main(list(argv)) == 2
@@ -315,7 +316,7 @@ def test_neuron_chunks_match_one_pass(site, tmp_path):
 def test_evaluate_save_makes_a_run_comparable(tiny_run, tmp_path):
     import shutil
 
-    from tfsacnn import compare, evaluate
+    from tfsacnn.evaluation import compare, evaluate
 
     run = tmp_path / "imported"
     shutil.copytree(tiny_run, run)

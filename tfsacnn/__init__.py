@@ -17,5 +17,5 @@ def tensorflow_wheels():
 
 if len(tensorflow_wheels()) > 1:
     warnings.warn("tensorflow-cpu and tensorflow are both installed and overwrite each other's "
-                  "files: pip uninstall -y tensorflow-cpu tensorflow, then TFSACNN_GPU=1 pip "
-                  "install -e '.[gpu]' (GPU) or pip install -e . (CPU)", stacklevel=2)
+                  "files: pip uninstall -y tensorflow-cpu tensorflow, then pip install "
+                  "'tfsacnn[gpu]' (GPU) or pip install tfsacnn (CPU)", stacklevel=2)

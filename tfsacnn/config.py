@@ -5,10 +5,14 @@ refused (ConfigError) before any work starts. `--set section.key=value` override
 the value parsed as YAML (`--set train.epochs=5`, `--set model.overrides.num_heads=2`).
 `model.overrides` is merged key by key (a file's or `--set`'s keys add to, or replace,
 those before them), so one override does not drop the others.
+
+`--config NAME` names a shipped config (`shipped()`: `ff_sa_cnn`, `incremental/1_rf_cnn`,
+...; installed with the package and read with importlib.resources), `--config PATH` a file.
 """
 import copy
 import math
 import pathlib
+from importlib import resources
 
 import yaml
 
@@ -127,11 +131,40 @@ def parse_set(item):
     return value
 
 
+def shipped():
+    """Names of the configs installed with tfsacnn: {"ff_sa_cnn": Traversable, ...}."""
+    root = resources.files("tfsacnn.configs")
+    out = {}
+    for folder in (root, root / "incremental"):
+        prefix = "" if folder is root else "incremental/"
+        for f in folder.iterdir():
+            if f.name.endswith(".yaml"):
+                out[prefix + f.name[:-len(".yaml")]] = f
+    return dict(sorted(out.items()))
+
+
+def locate(name):
+    """`name` as a path to a YAML file, or the shipped config of that name (".yaml" optional).
+
+    A shipped config is returned as its package resource (readable with `read_text`).
+    """
+    path = pathlib.Path(name)
+    if path.exists():
+        return path
+    key = str(name).removesuffix(".yaml").removeprefix("configs/")
+    found = shipped()
+    if key in found:
+        return found[key]
+    raise ConfigError(f"{name}: cannot read config (no such file, and no shipped config of "
+                      f"that name; shipped: {', '.join(found)})")
+
+
 def load(path=None, sets=(), where=None):
-    """Resolved config dict from a YAML file (or the defaults) plus `--set` overrides."""
+    """Resolved config dict from a YAML file or shipped config name (or the defaults)
+    plus `--set` overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        path = pathlib.Path(path)
+        path = locate(path)
         try:
             raw = yaml.safe_load(path.read_text())
         except OSError as e:

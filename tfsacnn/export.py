@@ -37,3 +37,31 @@ def save_keras(model, path):
     tmp = path.with_name(path.stem + ".tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
+
+
+def main(argv=None):
+    """`python -m tfsacnn.export --run RUN`: write RUN/saved_model from RUN/model.keras."""
+    import argparse
+
+    from .errors import OneLineParser, TfsacnnError, run_cli
+
+    p = OneLineParser(prog="python -m tfsacnn.export", description=main.__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run directory with model.keras")
+
+    def run(args):
+        src = pathlib.Path(args.run) / "model.keras"
+        if not src.is_file():
+            raise TfsacnnError(f"{src}: not found")
+        model = keras.saving.load_model(src, compile=False)
+        export_saved_model(model, pathlib.Path(args.run) / "saved_model")
+        print(f"wrote {pathlib.Path(args.run) / 'saved_model'}")
+
+    args = p.parse_args(argv)
+    return run_cli(run, args, path=args.run)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

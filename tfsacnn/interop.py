@@ -15,7 +15,7 @@ What is converted, per network (see `torch_layout` for the full key table):
   moving_variance. Both sides use eps = 1e-5 (PyTorch's default; the state_dict does not
   store eps). `num_batches_tracked` is ignored;
 - self-attention: the 1x1 convs `(d, C, 1, 1)` -> kernels `(C, d)`; `gamma (1,)` -> the
-  neuron's gamma. The reference and `tfsacnn.layers.SelfAttention2D` both use softmax(q k^T)
+  neuron's gamma. The reference and `tfsacnn.nn.layers.SelfAttention2D` both use softmax(q k^T)
   with no 1/sqrt(d) scaling, so nothing is folded into the query projection;
 - readouts: PyTorch flattens `(C, H, W)`, tfsacnn `(H, W, C)`; the FCL weight `(1, C*H*W)`
   is reordered to `(H, W, C)`. The CTL reads position 40 = (4, 4) of the 9x9 map on both

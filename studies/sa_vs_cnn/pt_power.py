@@ -1,4 +1,4 @@
-"""PT on a larger held-out set from the same simulated neurons (docs/sa_vs_cnn.md, section 7).
+"""PT on a larger held-out set from the same simulated neurons (studies/sa_vs_cnn/README.md, section 7).
 
     python docs/pt_power.py SITE_DIR BASELINE_RUN RUN [--images 10000] [--seed 12345]
 
@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from data_prep import stimuli, v1_model  # noqa: E402
-from tfsacnn import compare, metrics  # noqa: E402
-from tfsacnn.analyze import load_run  # noqa: E402
+from tfsacnn.evaluation import compare, metrics  # noqa: E402
+from tfsacnn.evaluation.analyze import load_run  # noqa: E402
 
 
 def scores(y, pred, top_k):

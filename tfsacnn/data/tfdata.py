@@ -1,118 +1,20 @@
-"""Read datasets written by data_prep.writer: manifest validation + a vectorised tf.data reader.
+"""The tf.data reader of datasets written by data_prep.writer (vectorised parsing).
 
 Examples (see docs/internals.md): `image` raw little-endian float32 (S,S), `response`
 float_list (n,), `repeats` float_list (R*n,) in splits with repeats.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from tfsacnn.errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
+from .manifest import parse_neurons, read_manifest, shard_files
 
-SCHEMA_VERSION = 1
-REQUIRED_KEYS = {"schema_version": int, "image_size": int, "n_neurons": int, "neuron_ids": list, "splits": dict}
 SHUFFLE_BUFFER = 8192          # examples (about 11 kB each at 50x50 + 300 neurons)
 READ_BUFFER = 4 << 20          # bytes of GZIP read buffer per shard
-_verified: dict = {}           # (path, size, mtime_ns) -> sha256, so a dataset is hashed once per process
-
-
-# --------------------------------------------------------------------------- manifest
-def read_manifest(directory) -> dict:
-    """Load and validate DIR/manifest.json; raise DataError naming the problem."""
-    path = Path(directory) / "manifest.json"
-    if not path.is_file():
-        raise DataError(f"{path}: not found (is {directory} a dataset directory?)")
-    try:
-        m = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(m, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    version = m.get("schema_version")
-    if isinstance(version, int) and version > SCHEMA_VERSION:
-        raise DataError(f"{path}: schema_version {version} is newer than this tfsacnn reads "
-                        f"({SCHEMA_VERSION}); upgrade tfsacnn")
-    for key, typ in REQUIRED_KEYS.items():
-        if not isinstance(m.get(key), typ) or isinstance(m.get(key), bool):
-            raise DataError(f"{path}: missing or invalid {key!r}")
-    if version != SCHEMA_VERSION:
-        raise DataError(f"{path}: unsupported schema_version {version!r}")
-    if len(m["neuron_ids"]) != m["n_neurons"] or m["image_size"] < 1 or m["n_neurons"] < 1:
-        raise DataError(f"{path}: neuron_ids / n_neurons / image_size are inconsistent")
-    for name, s in m["splits"].items():
-        try:
-            ok = (s["count"] == sum(int(sh["count"]) for sh in s["shards"])
-                  and all(isinstance(sh["file"], str) and "/" not in sh["file"] and len(sh["sha256"]) == 64
-                          for sh in s["shards"]))
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok or (s.get("n_repeats") is not None and s["n_repeats"] < 1):
-            raise DataError(f"{path}: split {name!r} is malformed (count, shards or n_repeats)")
-    return m
-
-
-from tfsacnn.files import sha256 as _sha256  # noqa: E402
-
-
-def _shard_files(directory: Path, split_info: dict, verify: bool) -> list[str]:
-    """Paths of a split's shards; with verify, each must match its manifest sha256."""
-    files = []
-    for sh in split_info["shards"]:
-        path = directory / sh["file"]
-        if not path.is_file():
-            raise DataError(f"{path}: shard missing")
-        if verify:
-            st = path.stat()
-            key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-            if key not in _verified:
-                _verified[key] = _sha256(path)
-            if _verified[key] != sh["sha256"]:
-                raise DataError(f"{path}: sha256 mismatch (shard truncated or modified); rebuild the dataset")
-        files.append(str(path))
-    return files
-
-
-# --------------------------------------------------------------------------- neurons
-def parse_neurons(spec, n_total: int) -> list[int]:
-    """Neuron indices from None (all), an int, "0:64", "1,5,7", "0:10,20" or a list of ints."""
-    if spec is None:
-        return list(range(n_total))
-    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        parts = [int(spec)]
-    elif isinstance(spec, str):
-        parts = []
-        for tok in (t.strip() for t in spec.split(",")):
-            if ":" in tok:
-                try:
-                    bounds = [int(b) if b.strip() else None for b in tok.split(":")]
-                    parts.extend(range(n_total)[slice(*bounds)])
-                except (ValueError, TypeError):
-                    raise ConfigError(f"neurons: bad range {tok!r} (use e.g. '0:64')") from None
-                if any(b is not None and not 0 <= b <= n_total for b in bounds[:2]):
-                    raise ConfigError(f"neurons: range {tok!r} is out of range for "
-                                      f"{n_total} neurons")
-            else:
-                try:
-                    parts.append(int(tok))
-                except ValueError:
-                    raise ConfigError(f"neurons: bad index {tok!r} in {spec!r}") from None
-    else:
-        try:
-            parts = [int(x) for x in spec]
-        except (TypeError, ValueError):
-            raise ConfigError(f"neurons: expected indices, got {spec!r}") from None
-    if not parts:
-        raise ConfigError(f"neurons: {spec!r} selects no neurons")
-    bad = [i for i in parts if not 0 <= i < n_total]
-    if bad:
-        raise ConfigError(f"neurons: index {bad[0]} out of range for {n_total} neurons")
-    if len(set(parts)) != len(parts):
-        raise ConfigError(f"neurons: {spec!r} repeats an index")
-    return parts
 
 
 # --------------------------------------------------------------------------- tf.data
@@ -174,7 +76,7 @@ def _dataset(directory, split, batch_size, *, shuffle, seed, repeat, neurons, ve
     info = m["splits"][split]
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size: must be >= 1, got {batch_size}")
-    files = _shard_files(directory, info, verify)
+    files = shard_files(directory, info, verify)
     idx = None if neurons is None else parse_neurons(neurons, m["n_neurons"])
     n_repeats = info.get("n_repeats") if with_repeats else None
     ds, n_split, pipe = _records(files, shuffle, seed, input_context)

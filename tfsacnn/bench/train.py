@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .errors import ConfigError, int_at_least
+from ..errors import ConfigError, int_at_least
 
 TRAIN_FACTOR = 3  # backward ~ 2x forward
 
@@ -50,8 +50,8 @@ def forward_flops(name, **overrides):
     Counts convolutions, the SA block's projections and attention products, and the
     readout; BatchNorm, sigmoid and pooling (elementwise, < 2%) are left out.
     """
-    from . import models
-    from .layers import NeuronConv2D, Readout, SelfAttention2D
+    from .. import models
+    from ..nn.layers import NeuronConv2D, Readout, SelfAttention2D
 
     m = models.build(name, **overrides)
     total = 0
@@ -105,7 +105,7 @@ def tf_step(args):
     import keras
     import tensorflow as tf
 
-    from . import models
+    from .. import models
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -141,7 +141,7 @@ def torch_step(args):
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .models import resolve
+    from ..models import resolve
 
     o = resolve(args.model)
     c, k = o["channels"], o["beta_kernel"]
@@ -189,7 +189,7 @@ def torch_step(args):
 
 def check_args(args):
     """Refuse an unknown --model and --device gpu without a GPU (ConfigError, one line)."""
-    from . import models
+    from .. import models
 
     if args.model not in models.names():
         raise ConfigError(f"--model: unknown model {args.model!r}; known: "

@@ -1,4 +1,4 @@
-"""How many surround neurons would the issue's criterion need? (docs/sa_vs_cnn.md, section 8)
+"""How many surround neurons would the issue's criterion need? (studies/sa_vs_cnn/README.md, section 8)
 
     python docs/pt_sample_size.py BASELINE_RUN RUN [BASELINE_RUN RUN ...] [--split test]
         [--n 24 36 48 72] [--draws 300] [--seed 0]
@@ -21,7 +21,7 @@ import json
 
 import numpy as np
 
-from tfsacnn import compare
+from tfsacnn.evaluation import compare
 
 METRICS = ("corr", "pt_s", "pt_j")
 

@@ -3,7 +3,7 @@
 # train a pair of the paper's models on it at the paper's scale, both at once, stopping at
 # an epoch boundary before BUDGET_S seconds have passed. Then, on a machine with tfsacnn:
 #
-#   python -m tfsacnn.experiment configs/experiments/sa_vs_cnn.yaml --out runs/paper_seed$SEED \
+#   python -m studies.sa_vs_cnn.experiment studies/sa_vs_cnn/sa_vs_cnn.yaml --out runs/paper_seed$SEED \
 #       --set site.seed=$SEED --set site.surround_fraction=$SURROUND --set train.epochs=$EPOCHS \
 #       --set model.core=independent --set "models=[ff_cnn, ff_sa_cnn]" --set "pairs=[]" --torch OUT
 #
@@ -13,7 +13,7 @@
 #   SEED=1 SURROUND=1.0 bash scripts/paper_scale_gpu.sh OUT
 #
 # SURROUND=1.0 makes every neuron a surround neuron: the PT question needs surround neurons
-# (docs/sa_vs_cnn.md section 8) and site seed 0 already has the controls.
+# (studies/sa_vs_cnn/README.md section 8) and site seed 0 already has the controls.
 # Settings (environment): SEED 0, SURROUND 0.5, NEURONS 24, TRAIN 32000, EPOCHS 50, BUDGET_S 540,
 # MODELS "ff_cnn ff_sa_cnn", PYTHON python3. Writes OUT/<model>/ (avg_0_N.pth,
 # history.json) and OUT/<model>.log.

@@ -19,7 +19,7 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
-def _device_has_gpu():
+def device_has_gpu():
     return bool(tf.config.list_logical_devices("GPU"))
 
 
@@ -111,7 +111,7 @@ class NeuronConv2D(keras.layers.Layer):
     def _impl(self):
         if self.implementation != "auto":
             return self.implementation
-        return "grouped" if _device_has_gpu() else "map"
+        return "grouped" if device_has_gpu() else "map"
 
     def call(self, x):
         n, k = self.n_neurons, self.kernel_size

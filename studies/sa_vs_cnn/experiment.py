@@ -1,9 +1,9 @@
 """Run a whole experiment from one YAML file: synthesise a site, train several models, compare.
 
-    python -m tfsacnn.experiment configs/experiments/sa_vs_cnn.yaml [--out DIR]
+    python -m studies.sa_vs_cnn.experiment studies/sa_vs_cnn/sa_vs_cnn.yaml [--out DIR]
         [--set KEY=VALUE ...] [--overwrite] [--torch DIR]
 
-The experiment file (see configs/experiments/sa_vs_cnn.yaml) has the sections
+The experiment file (see studies/sa_vs_cnn/sa_vs_cnn.yaml) has the sections
 
     out       output directory (default runs/<file stem>)
     site      data_prep.synthesize arguments: neurons, train, val, test, repeats, seed,
@@ -71,10 +71,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import yaml
 
-from .errors import ConfigError, OneLineParser, TfsacnnError
-from .files import read_yaml, write_text
+from tfsacnn.errors import ConfigError, OneLineParser, TfsacnnError
+from tfsacnn.files import read_yaml, write_text
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 ALPHA = 0.05
 
@@ -116,8 +116,8 @@ def _merge(where, base, new, path=()):
 
 def load(path, sets=(), out=None):
     """The resolved experiment dict from a YAML file plus `--set` overrides (ConfigError)."""
-    from . import config as config_lib
-    from . import models as models_lib
+    from tfsacnn import config as config_lib
+    from tfsacnn import models as models_lib
 
     path = pathlib.Path(path)
     raw = read_yaml(path, ConfigError)
@@ -178,7 +178,7 @@ def load(path, sets=(), out=None):
 
 def fit_config(exp, name):
     """The resolved fit config of model `name` in this experiment (ConfigError)."""
-    from . import config as config_lib
+    from tfsacnn import config as config_lib
 
     return config_lib.load(CONFIGS / f"{name}.yaml", fit_sets(exp))
 
@@ -241,7 +241,7 @@ def make_site(exp, out, log):
 def reuse(exp, name, run, log):
     """True when `run` is finished; refuses one trained with other settings than `exp`'s
     (e.g. continued with `tfsacnn.fit --resume --set train.epochs=...` after its report)."""
-    from . import config as config_lib
+    from tfsacnn import config as config_lib
 
     if not (run / "metrics.json").is_file():
         return False
@@ -257,7 +257,7 @@ def reuse(exp, name, run, log):
 
 
 def train_model(exp, name, site_dir, out, log):
-    from . import fit
+    from tfsacnn.cli import fit
 
     run = out / "runs" / name
     if reuse(exp, name, run, log):
@@ -283,7 +283,7 @@ TORCH_CORR_TOLERANCE = 5e-3   # GPU (TF32) vs CPU float32; another site differs 
 
 def torch_source(torch_dir, name):
     """(avg_*.pth path, history dict) of scripts/train_torch.py's DIR/<name>/, checked."""
-    from .files import read_json
+    from tfsacnn.files import read_json
 
     src = pathlib.Path(torch_dir) / name
     pths, hist_path = sorted(src.glob("avg_*.pth")), src / "history.json"
@@ -301,9 +301,9 @@ def import_torch_model(exp, name, torch_dir, site_dir, out, split, log):
     """runs/<name> from scripts/train_torch.py's DIR/<name>/ (avg_*.pth, history.json)."""
     import numpy as np
 
-    from . import config as config_lib
-    from . import interop
-    from .evaluate import evaluate_run, save_metrics
+    from tfsacnn import config as config_lib
+    from tfsacnn import interop
+    from tfsacnn.evaluation.evaluate import evaluate_run, save_metrics
 
     run = out / "runs" / name
     if reuse(exp, name, run, log):
@@ -346,8 +346,8 @@ def reference_scores(site_dir, split, top_k):
 
     from data_prep import v1_model
 
-    from . import data as data_lib
-    from . import metrics as metrics_lib
+    from tfsacnn import data as data_lib
+    from tfsacnn import metrics as metrics_lib
 
     gt_path = site_dir / "ground_truth.npz"
     with np.load(gt_path, allow_pickle=False) as z:
@@ -376,8 +376,8 @@ def surround_capture(runs, neurons, truth, batch_size=250):
     import keras
     import numpy as np
 
-    from . import metrics as metrics_lib
-    from .analyze import load_run
+    from tfsacnn import metrics as metrics_lib
+    from tfsacnn.evaluation.analyze import load_run
 
     out = {}
     for name, run in runs.items():
@@ -405,7 +405,7 @@ def _paired_table(runs, model_names, baseline, split, groups, nc, per_run):
     """compare.compare_runs grouped by surround, plus noise-ceiling fractions per row."""
     import numpy as np
 
-    from . import compare
+    from tfsacnn.evaluation import compare
 
     dirs = [str(runs[n]) for n in model_names]
     df = compare.compare_runs(dirs, baseline=str(runs[baseline]), split=split,
@@ -434,7 +434,7 @@ def _contrast(per_run, model, baseline, groups):
     import numpy as np
     from scipy import stats
 
-    from . import compare
+    from tfsacnn.evaluation import compare
 
     out = {"model": model, "baseline": baseline}
     for m in compare.METRICS:
@@ -455,7 +455,7 @@ def build_report(exp, out, runs, site_dir, split):
     import numpy as np
     import pandas as pd
 
-    from . import compare
+    from tfsacnn.evaluation import compare
 
     names = list(runs)
     base = exp["baseline"]
@@ -522,7 +522,7 @@ def build_report(exp, out, runs, site_dir, split):
 def _capture_rows(capture, surround, base, pairs):
     """Surround captured (partial r) on surround neurons: mean ± s.e.m. per model, paired
     against the baseline (and each extra pair's baseline)."""
-    from . import compare
+    from tfsacnn.evaluation import compare
 
     against = {m: [base] for m in capture if m != base}
     for m, b in pairs:
@@ -560,7 +560,7 @@ def _f(x, fmt):
 
 
 def _markdown(exp, df, refs_df, contrasts, split, criterion, capture=()):
-    from . import compare
+    from tfsacnn.evaluation import compare
 
     s = exp["site"]
     core = exp["model"].get("core", "independent")
@@ -630,9 +630,9 @@ def _markdown(exp, df, refs_df, contrasts, split, criterion, capture=()):
 
 # --------------------------------------------------------------------------- CLI
 def build_parser():
-    p = OneLineParser(prog="python -m tfsacnn.experiment", description=__doc__,
+    p = OneLineParser(prog="python -m studies.sa_vs_cnn.experiment", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", help="experiment YAML, e.g. configs/experiments/sa_vs_cnn.yaml")
+    p.add_argument("experiment", help="experiment YAML, e.g. studies/sa_vs_cnn/sa_vs_cnn.yaml")
     p.add_argument("--out", help="output directory (overrides `out`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key, value parsed as YAML, e.g. site.neurons=3 (repeatable)")
@@ -690,7 +690,7 @@ def run(args):
     seconds["total"] = round(sum(seconds.get(k, 0.0) for k in steps), 1)
     seconds["this_call"] = round(time.perf_counter() - t_all, 1)
     summary["seconds"] = seconds
-    summary["command"] = "python -m tfsacnn.experiment " + " ".join(
+    summary["command"] = "python -m studies.sa_vs_cnn.experiment " + " ".join(
         [args.experiment] + (["--out", args.out] if args.out else [])
         + [x for s in args.set for x in ("--set", s)]
         + (["--torch", args.torch] if args.torch else []))

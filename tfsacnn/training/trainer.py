@@ -23,11 +23,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import data as data_lib
-from . import metrics as metrics_lib
-from . import models
-from .errors import TfsacnnError
-from .progress import progress_bar
+from .. import data as data_lib
+from ..evaluation import metrics as metrics_lib
+from .. import models
+from ..errors import TfsacnnError
+from ..progress import progress_bar
 
 
 ADAM_EPSILON = 1e-8       # PyTorch's default, as in the paper's code (Keras' default is 1e-7)
@@ -153,7 +153,7 @@ class BestWeights:
         axes = []
         for layer in self.model.layers:
             for v in layer.variables:
-                axes.append(models._neuron_axis(layer, v.path.split("/")[-1]))
+                axes.append(models.neuron_axis(layer, v.path.split("/")[-1]))
         by_path = dict(zip([v.path for layer in self.model.layers for v in layer.variables],
                            axes))
         return [by_path.get(v.path) for v in self.model.variables]

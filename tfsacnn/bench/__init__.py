@@ -1,7 +1,7 @@
 """Benchmarks: `python -m tfsacnn.bench <subcommand>` (each prints one JSON line).
 
-    python -m tfsacnn.bench train    training-step speed (tfsacnn.bench_train)
-    python -m tfsacnn.bench data     TFRecord write/read speed (tfsacnn.bench_data)
+    python -m tfsacnn.bench train    training-step speed (tfsacnn.bench.train)
+    python -m tfsacnn.bench data     TFRecord write/read speed (tfsacnn.bench.data)
 
 Errors (bad flags, unknown model, no GPU for --device gpu): `error: <arg>: <problem>` on
 one line, exit code 2.
@@ -18,7 +18,7 @@ from tfsacnn.errors import OneLineParser, run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tfsacnn import bench_data, bench_train
+    from tfsacnn.bench import data as bench_data, train as bench_train
 
     p = OneLineParser(prog="python -m tfsacnn.bench", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)

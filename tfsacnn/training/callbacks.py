@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from .metrics import REPORTED
+from ..evaluation.metrics import REPORTED
 
 TAGS = ("loss/train", "loss/val", *(f"val/{k}" for k in REPORTED), "val/corr_per_neuron",
         "val/tuning_curves")
@@ -50,7 +50,7 @@ class TensorBoardLogger:
         return self.writers[tag]
 
     def __call__(self, epoch, record, scores, y_true, y_pred, neurons, tag=""):
-        from .plots import figure_to_png, png_to_tf_image, tuning_curve_figure
+        from ..evaluation.plots import figure_to_png, png_to_tf_image, tuning_curve_figure
 
         with self.writer(tag).as_default(step=epoch):
             tf.summary.scalar("loss/train", record["loss"])

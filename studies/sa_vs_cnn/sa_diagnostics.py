@@ -1,4 +1,4 @@
-"""Does a trained SA model use its attention for context? The diagnostics of docs/sa_vs_cnn.md.
+"""Does a trained SA model use its attention for context? The diagnostics of studies/sa_vs_cnn/README.md.
 
     python docs/sa_diagnostics.py RUN_DIR SITE_DIR [--split test]
 
@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from tfsacnn import data as data_lib, metrics, models  # noqa: E402
-from tfsacnn.analyze import attention_selectivity, load_run  # noqa: E402
+from tfsacnn.evaluation.analyze import attention_selectivity, load_run  # noqa: E402
 
 
 def main():

@@ -1,0 +1,1 @@
+"""Command-line entry points: `tfsacnn <command>` and `python -m tfsacnn.<command>`."""

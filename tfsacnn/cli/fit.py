@@ -1,0 +1,142 @@
+"""Train one config: `python -m tfsacnn.fit [--config C] [--data DIR] [--out RUN_DIR] ...`.
+
+With no arguments it runs the embedded demo: synthesises `data/demo` if it is absent,
+trains a small ff_sa_cnn (`configs/demo.yaml`), evaluates, exports, and prints where the
+TensorBoard logs are.
+
+RUN_DIR receives config.yaml, metrics.json, metrics.csv, tensorboard/, model.keras,
+saved_model/ and checkpoints/ (see docs/internals.md).
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .. import config as config_lib  # noqa: E402
+from ..errors import OneLineParser, TfsacnnError, run_cli  # noqa: E402
+from ..runs import check_run_dir, metrics_csv, report  # noqa: E402
+
+DEMO_CONFIG = "demo"            # a shipped config (tfsacnn/configs/demo.yaml)
+DEMO_DATA = pathlib.Path("data/demo")
+DEMO_SITE = dict(neurons=8, train=2000, val=500, test=0, repeats=10, seed=0)
+
+
+def build_parser():
+    p = OneLineParser(prog="python -m tfsacnn.fit", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (default: the demo config)")
+    p.add_argument("--data", help="dataset directory (overrides data.dir)")
+    p.add_argument("--out", help="run directory (default: runs/<model>-<time>)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config key, value parsed as YAML (repeatable)")
+    p.add_argument("--neurons", help="neuron subset, e.g. 0:64 or 1,5,7 (overrides data.neurons)")
+    p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker"],
+                   help="tf.distribute strategy (overrides train.strategy)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN_DIR from its last complete epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished RUN_DIR")
+    return p
+
+
+def cli_sets(args):
+    """--set items plus --data, --neurons and --strategy as --set items."""
+    sets = list(args.set)
+    if args.data:
+        sets.append(f"data.dir={json.dumps(args.data)}")
+    if args.neurons:
+        sets.append(f"data.neurons={json.dumps(args.neurons)}")
+    if args.strategy:
+        sets.append(f"train.strategy={args.strategy}")
+    return sets
+
+
+def resolve_config(args):
+    sets = cli_sets(args)
+    path = args.config
+    demo = path is None
+    if demo:
+        path = DEMO_CONFIG
+        if not args.data:
+            if not (DEMO_DATA / "manifest.json").exists():
+                config_lib.load(path, sets)  # refuse a bad --set before any work
+                ensure_demo_data()
+            sets.insert(0, f"data.dir={DEMO_DATA}")
+    cfg = config_lib.load(path, sets)
+    if cfg["data"]["dir"] is None:
+        raise TfsacnnError(f"{path}: data.dir is not set (use --data DIR)")
+    cfg["data"]["dir"] = str(pathlib.Path(cfg["data"]["dir"]).resolve())
+    return cfg
+
+
+def ensure_demo_data():
+    from data_prep.synthesize import synthesize
+
+    print(f"synthesising the demo site into {DEMO_DATA} ...", flush=True)
+    DEMO_DATA.parent.mkdir(parents=True, exist_ok=True)
+    synthesize(DEMO_DATA, **DEMO_SITE)
+
+
+RESUMABLE = {("train", "epochs"), ("train", "strategy")}  # what --resume may change
+
+
+def _flat(cfg, path=()):
+    for k, v in cfg.items():
+        if isinstance(v, dict) and path + (k,) not in config_lib.FREE_FORM:
+            yield from _flat(v, path + (k,))
+        else:
+            yield path + (k,), v
+
+
+def resume_config(args, saved):
+    """RUN/config.yaml plus the command line; refuses a change other than RESUMABLE's."""
+    sets = cli_sets(args)
+    cfg = config_lib.load(args.config or saved, sets, where=str(args.config or saved))
+    if cfg["data"]["dir"] is not None:
+        cfg["data"]["dir"] = str(pathlib.Path(cfg["data"]["dir"]).resolve())
+    old, new = dict(_flat(config_lib.load(saved))), dict(_flat(cfg))
+    diff = [f"{'.'.join(k)} to {v!r} (the run has {old.get(k)!r})"
+            for k, v in new.items() if k not in RESUMABLE and v != old.get(k)]
+    if diff:
+        raise TfsacnnError(f"{saved}: --resume cannot change {'; '.join(diff)}: only "
+                           f"train.epochs and train.strategy may change (or use --overwrite)")
+    return cfg
+
+
+def run(args):
+    saved = pathlib.Path(args.out) / "config.yaml" if args.out else None
+    if args.resume and saved is not None and saved.is_file():
+        cfg = resume_config(args, saved)   # the run's own config, no demo set-up
+    else:
+        cfg = resolve_config(args)
+    from ..training.run import train
+
+    out = args.out or f"runs/{cfg['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
+    if metrics is None:       # not the chief worker
+        return None
+    out = pathlib.Path(out)
+    for split, entry in metrics["splits"].items():
+        m = entry["mean"]
+        print(f"{split}: corr {fmt(m['corr'])}  PT_J {fmt(m['pt_j'], 100)}%  "
+              f"PT_S {fmt(m['pt_s'], 100)}%  TOP {fmt(m['top_overlap'], 100)}%  "
+              f"peak height {fmt(m['peak_height'])}  ({len(metrics['neurons'])} neurons, "
+              f"{m['n_nan']} NaN)")
+    print(f"run directory: {out}\nTensorBoard:   tensorboard --logdir {out / 'tensorboard'}")
+    return metrics
+
+
+def fmt(v, scale=1.0):
+    return "nan" if v is None else f"{v * scale:.3f}" if scale == 1 else f"{v * scale:.1f}"
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return run_cli(run, args, path=args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: the paper's metrics, model comparison, looking inside models, plots."""

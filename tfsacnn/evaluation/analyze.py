@@ -1,0 +1,474 @@
+"""Look inside a trained run: tuning curves, the readout's centre/surround split, attention.
+
+    python -m tfsacnn.analyze --run RUN_DIR [--data DIR] [--split val|test] [--neurons 0:8]
+        [--top 4] [--out DIR] [--tensorboard LOGDIR] [--step N] [--batch-size B]
+
+Writes into `--out` (default `RUN_DIR/analysis/<split>`):
+- `tuning_curves_pNN.png`: per neuron, the images ranked by real response, real vs
+  predicted (16 neurons a page);
+- `population_tuning.png`: the population average of those curves, each neuron divided by
+  its real peak (the paper's Fig. 8);
+- FCL readouts: `decomposition.png` + `decomposition.npz`: the prediction split into the
+  centre hypercolumn's contribution, the surround's (the other 80 positions) and the bias,
+  which sum exactly to the prediction, as rank-ordered curves averaged over neurons
+  (Fig. 7). FC1 readouts report their centre and surround branches (each weighted by the
+  2 -> 1 combination) and the combination bias. CTL readouts have no surround: a note,
+  nothing written;
+- SA models: `attention_pNN.png` + `attention.npz`: for each neuron's `--top` images by
+  real response, the centre hypercolumn's attention row (query position (4, 4) of the
+  9x9 map, a softmax over the 81 keys; heads averaged), bilinearly upsampled to the image
+  size and overlaid on it (Fig. 10), 8 neurons a page; analysis.json says how selective
+  those rows are (entropy / log 81: 1 = uniform; mean largest weight, 1/81 = uniform);
+- `analysis.json`: what was analysed, per-neuron CORR, the files written.
+`--tensorboard LOGDIR` logs the same pictures with `tf.summary.image` under `analyze/<name>`.
+
+`--neurons` takes dataset neuron indices ("0:8", "1,5,7"), as `tfsacnn.fit` does; each must
+be one the run was trained on (`metrics.json` `neurons`). Default: all of the run's neurons.
+Errors are one line, `error: <path>: <problem>`, exit status 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import zipfile
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+
+from tfsacnn.evaluation import plots  # noqa: E402
+from tfsacnn.errors import ConfigError, OneLineParser, TfsacnnError, run_cli  # noqa: E402
+from tfsacnn.files import read_json, read_yaml  # noqa: E402
+
+TUNING_PER_PAGE = 16
+ATTENTION_PER_PAGE = 8
+ACTIVATION_BUDGET = 2048     # images x neurons per forward batch (~0.5 GB of activations)
+
+
+class AnalyzeError(TfsacnnError):
+    """The run or data cannot be analysed; the message is `<path>: <problem>`."""
+
+
+# --------------------------------------------------------------------------- the run
+def _read_json(path):
+    return read_json(path, AnalyzeError)
+
+
+def _read_yaml(path):
+    return read_yaml(path, AnalyzeError)
+
+
+def _use_runnable_convs(model):
+    """A model saved with `implementation="grouped"` cannot run eagerly on CPU; the
+    `"map"` implementation uses the same weights, so switch to it there."""
+    from tfsacnn.nn.layers import NeuronConv2D, device_has_gpu
+
+    if device_has_gpu():
+        return
+    for layer in model.layers:
+        if isinstance(layer, NeuronConv2D) and layer.implementation == "grouped":
+            layer.implementation = "map"
+
+
+def load_run(run_dir):
+    """Load RUN/model.keras, config.yaml and metrics.json.
+
+    -> {"dir", "model", "config", "metrics", "neurons" (list of dataset indices, or None
+    when metrics.json does not say), "neuron_ids" (or None), "data_dir" (or None)}.
+    Raises AnalyzeError.
+    """
+    run = pathlib.Path(run_dir)
+    if not run.is_dir():
+        raise AnalyzeError(f"{run}: no such run directory")
+    model_path = run / "model.keras"
+    if not model_path.is_file():
+        raise AnalyzeError(f"{model_path}: not found (is {run} a trained run directory?)")
+    config = _read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
+    metrics = _read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
+
+    import keras
+
+    import tfsacnn.nn.layers  # noqa: F401  (registers the custom layers)
+
+    # keras says "File not found" for a file that is there but not a zip archive.
+    if not zipfile.is_zipfile(model_path):
+        raise AnalyzeError(f"{model_path}: corrupt or truncated .keras file (not a zip archive)")
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as e:  # noqa: BLE001  (keras raises many kinds for a bad file)
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise AnalyzeError(f"{model_path}: cannot load ({type(e).__name__}: {first})") from None
+    if not any(layer.name == "readout" for layer in model.layers):
+        raise AnalyzeError(f"{model_path}: not a tfsacnn model (no 'readout' layer)")
+    _use_runnable_convs(model)
+    n_out = int(model.output_shape[-1])
+
+    neurons = metrics.get("neurons")
+    if neurons is not None:
+        if (not isinstance(neurons, list) or not neurons or len(set(neurons)) != len(neurons)
+                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                           for i in neurons)):
+            raise AnalyzeError(f"{run / 'metrics.json'}: 'neurons' must be a list of distinct "
+                               f"dataset neuron indices")
+        if len(neurons) != n_out:
+            raise AnalyzeError(f"{run / 'metrics.json'}: lists {len(neurons)} neurons, but "
+                               f"{model_path} predicts {n_out}")
+    ids = metrics.get("neuron_ids")
+    if not (isinstance(ids, list) and neurons is not None and len(ids) == len(neurons)):
+        ids = None
+    data_dir = None
+    for source in (metrics.get("data"), config.get("data")):
+        if isinstance(source, dict) and isinstance(source.get("dir"), str):
+            data_dir = source["dir"]
+            break
+    return {"dir": run, "model": model, "config": config, "metrics": metrics,
+            "neurons": neurons, "neuron_ids": ids, "data_dir": data_dir}
+
+
+def _check_data(run, data_dir, manifest):
+    """Refuse a dataset that does not match the run; return the run's neuron indices."""
+    model = run["model"]
+    model_path = run["dir"] / "model.keras"
+    n_data = manifest["n_neurons"]
+    size = model.input_shape[1]
+    if size is not None and manifest["image_size"] != size:
+        raise AnalyzeError(f"{data_dir}: images are {manifest['image_size']}x"
+                           f"{manifest['image_size']}, but {model_path} takes {size}x{size}")
+    neurons = run["neurons"]
+    n_out = int(model.output_shape[-1])
+    if neurons is None:
+        if n_out != n_data:
+            raise AnalyzeError(f"{data_dir}: has {n_data} neurons, but {model_path} predicts "
+                               f"{n_out} and {run['dir'] / 'metrics.json'} does not list which")
+        neurons = list(range(n_data))
+    if max(neurons) >= n_data:
+        raise AnalyzeError(f"{data_dir}: has {n_data} neurons, but the run was trained on "
+                           f"neuron index {max(neurons)} (wrong dataset?)")
+    if run["neuron_ids"] is not None:
+        for i, rid in zip(neurons, run["neuron_ids"]):
+            if str(manifest["neuron_ids"][i]) != str(rid):
+                raise AnalyzeError(f"{data_dir}: neuron {i} is {manifest['neuron_ids'][i]!r} "
+                                   f"here but {rid!r} in the run (wrong dataset?)")
+    return neurons
+
+
+def _select(spec, run_neurons, n_data):
+    """Dataset neuron indices chosen by `--neurons` (default: all of the run's)."""
+    from tfsacnn.data import parse_neurons
+
+    if spec is None:
+        return list(run_neurons)
+    chosen = parse_neurons(spec, n_data)
+    known = set(run_neurons)
+    for i in chosen:
+        if i not in known:
+            span = (f"{min(run_neurons)}..{max(run_neurons)}" if len(run_neurons) > 3
+                    else ", ".join(map(str, run_neurons)))
+            raise ConfigError(f"--neurons: neuron {i} is not one the run was trained on "
+                              f"({len(run_neurons)} neurons: {span})")
+    return chosen
+
+
+# --------------------------------------------------------------------------- forward
+def readout_kind(model):
+    return model.get_layer("readout").kind
+
+
+def center_attention(model, images):
+    """The centre hypercolumn's attention row: `(B, n_groups, heads, P)`, P = 81 keys.
+
+    Uses `models.attention_maps` (`(B, n, heads, P, P)`, rows = queries) and takes the
+    row of the centre position (index 40 = (4, 4) of the 9x9 map); each row sums to 1.
+    """
+    from tfsacnn import models
+
+    att = np.asarray(models.attention_maps(model, images))
+    side = int(round(att.shape[-1] ** 0.5))
+    return att[:, :, :, (side // 2) * side + side // 2, :]
+
+
+def attention_selectivity(rows):
+    """How far attention rows `(..., P)` (each summing to 1) are from uniform.
+
+    Returns {"entropy_over_uniform": mean H(row) / log P (1 = uniform, 0 = one key),
+    "max_weight": mean largest weight (1/P = uniform)}.
+    """
+    rows = np.asarray(rows, np.float64)
+    p = rows.shape[-1]
+    h = -np.sum(np.where(rows > 0, rows * np.log(np.maximum(rows, 1e-300)), 0.0), axis=-1)
+    return {"entropy_over_uniform": float(np.mean(h) / np.log(p)),
+            "max_weight": float(rows.max(-1).mean()), "uniform_max_weight": 1.0 / p}
+
+
+def forward(model, images, batch_size=None, attention_images=None, attention_columns=None):
+    """One pass over `images (N, S, S, 1)` that collects what the analysis needs.
+
+    Returns {"prediction": (N, n), "parts": {name: (N, n)} (the readout's additive parts,
+    `Readout.contributions`), "attention": (m, k, heads, P) or None, "map_shape": (h, w)}.
+    The prediction is the readout applied to the same features as the parts, i.e. exactly
+    `model(images)` in inference mode.
+    `attention_images (m, k)` image indices and `attention_columns (m,)` model output
+    columns: for an SA model, the centre hypercolumn's attention row of column
+    `attention_columns[a]`'s network on image `attention_images[a, b]` (a shared core has
+    one attention for every column).
+    """
+    import tensorflow as tf
+
+    n = int(model.output_shape[-1])
+    n_img = len(images)
+    if batch_size is None:
+        batch_size = max(1, min(256, ACTIVATION_BUDGET // n))
+    readout = model.get_layer("readout")
+    if model.layers[-1] is not readout:
+        raise AnalyzeError(f"{model.name}: the readout is not the last layer")
+    want_att = attention_images is not None and any(layer.name == "self_attention"
+                                                    for layer in model.layers)
+    map_shape = []
+
+    def step(x):
+        att = None
+        for layer in model.layers:
+            if layer is readout:
+                break
+            if layer.name == "self_attention" and want_att:
+                h, w = int(x.shape[1]), int(x.shape[2])
+                map_shape[:] = [h, w]
+                x, att = layer(x, training=False, return_attention=True)
+                att = att[:, :, :, (h // 2) * w + w // 2, :]          # (B, g, heads, P)
+            else:
+                x = layer(x, training=False)
+        return readout(x), readout.contributions(x), att
+
+    step = tf.function(step)   # graph mode: the per-neuron map_fn runs in parallel
+    prediction = np.zeros((n_img, n), np.float32)
+    parts = {}
+    att_out = None
+    if want_att:
+        idx = np.asarray(attention_images, dtype=np.int64)
+        cols = np.broadcast_to(np.asarray(attention_columns, dtype=np.int64)[:, None], idx.shape)
+    for start in range(0, n_img, batch_size):
+        x = np.asarray(images[start:start + batch_size], np.float32)
+        stop = start + len(x)
+        if len(x) < batch_size and start > 0:      # pad the last batch: one trace only
+            x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
+        pred, got, att = step(tf.convert_to_tensor(x))
+        prediction[start:stop] = pred.numpy()[:stop - start]
+        for name, value in got.items():
+            parts.setdefault(name, np.zeros((n_img, n), np.float32))[start:stop] = \
+                value.numpy()[:stop - start]
+        if want_att:
+            att = att.numpy()
+            if att_out is None:
+                att_out = np.full(idx.shape + att.shape[2:], np.nan, np.float32)
+            inside = (idx >= start) & (idx < stop)
+            g = att.shape[1]
+            att_out[inside] = att[idx[inside] - start, cols[inside] if g > 1 else 0]
+    map_shape = tuple(map_shape) or None
+    return {"prediction": prediction, "parts": parts, "attention": att_out,
+            "map_shape": map_shape}
+
+
+# --------------------------------------------------------------------------- analysis
+def _pages(items, per_page):
+    return [items[i:i + per_page] for i in range(0, len(items), per_page)]
+
+
+def _write_png(out, name, fig, pictures):
+    png = plots.figure_to_png(fig)
+    path = out / f"{name}.png"
+    path.write_bytes(png)
+    pictures[name] = png
+    return path
+
+
+def _check_logdir(path):
+    """Refuse a --tensorboard LOGDIR that cannot become a directory, before any work."""
+    path = pathlib.Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"{p}: not a directory (--tensorboard needs a log directory)")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise ConfigError(f"{p}: not writable (--tensorboard)")
+            return
+
+
+def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
+            tensorboard=None, step=0, batch_size=None, log=print):
+    """Analyse a run on one split; write pictures and numbers into `out`. -> summary dict.
+
+    Raises TfsacnnError subclasses (AnalyzeError, DataError, ConfigError).
+    """
+    from tfsacnn import data as tdata
+
+    if int(top) < 1:
+        raise ConfigError(f"--top: must be >= 1, got {top}")
+    if batch_size is not None and int(batch_size) < 1:
+        raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
+    if tensorboard is not None:
+        _check_logdir(tensorboard)
+    run = load_run(run_dir)
+    model = run["model"]
+    data_dir = data_dir or run["data_dir"]
+    if data_dir is None:
+        raise AnalyzeError(f"{run['dir']}: no data directory in config.yaml or metrics.json; "
+                           f"pass --data DIR")
+    manifest = tdata.read_manifest(data_dir)
+    run_neurons = _check_data(run, data_dir, manifest)
+    selected = _select(neurons, run_neurons, manifest["n_neurons"])
+    columns = [run_neurons.index(i) for i in selected]
+    images, y = tdata.load_numpy(data_dir, split, neurons=selected)
+    if len(images) == 0:
+        raise AnalyzeError(f"{data_dir}: split {split!r} has no images")
+    ids = [str(manifest["neuron_ids"][i]) for i in selected]
+    labels = [f"{i} ({nid})" for i, nid in zip(selected, ids)]
+    top = min(int(top), len(images))
+    kind = readout_kind(model)
+    has_sa = any(layer.name == "self_attention" for layer in model.layers)
+    top_images = plots.rank_order(y)[:top].T                       # (m, top)
+
+    fw = forward(model, images, batch_size=batch_size,
+                 attention_images=top_images if has_sa else None,
+                 attention_columns=columns)
+    pred = fw["prediction"][:, columns]
+    parts = {k: v[:, columns] for k, v in fw["parts"].items()}
+    sum_error = float(np.max(np.abs(np.sum(list(parts.values()), axis=0) - pred)))
+
+    out = pathlib.Path(out) if out is not None else run["dir"] / "analysis" / split
+    out.mkdir(parents=True, exist_ok=True)
+    what = f"{model.name} ({run['dir'].name}), {split}"
+    pictures, files, notes = {}, [], []
+
+    # tuning curves
+    pages = _pages(list(range(len(selected))), TUNING_PER_PAGE)
+    for p, page in enumerate(pages, 1):
+        fig = plots.tuning_curve_figure(y[:, page], pred[:, page], [labels[j] for j in page],
+                                        max_neurons=TUNING_PER_PAGE, population=False,
+                                        title=f"{what}: tuning curves "
+                                              f"(page {p}/{len(pages)})")
+        files.append(_write_png(out, f"tuning_curves_p{p:02d}", fig, pictures))
+    fig = plots.population_tuning_figure(
+        y, {model.name: pred},
+        title=f"{what}: population average tuning curve ({len(selected)} neurons)")
+    files.append(_write_png(out, "population_tuning", fig, pictures))
+
+    # readout decomposition
+    decomposition = None
+    if kind == "ctl":
+        notes.append("readout is CTL (centre hypercolumn only): it has no surround, so there "
+                     "is no centre/surround decomposition")
+    else:
+        fig = plots.decomposition_figure(
+            y, parts, title=f"{what}: {kind.upper()} readout decomposition, "
+                            f"average of {len(selected)} neurons")
+        files.append(_write_png(out, "decomposition", fig, pictures))
+        (_, *avg), _ = plots.population_average(y, pred, *parts.values(), normalize=False)
+        npz = out / "decomposition.npz"
+        np.savez(npz, readout=kind, neurons=np.array(selected), neuron_ids=np.array(ids),
+                 responses=y, prediction=pred, part_names=np.array(list(parts)),
+                 rank_order=plots.rank_order(y), max_abs_sum_error=sum_error,
+                 avg_prediction=avg[0],
+                 **parts, **{f"avg_{k}": a for k, a in zip(parts, avg[1:])})
+        files.append(npz)
+        decomposition = {"readout": kind, "parts": list(parts),
+                         "max_abs_sum_error": sum_error,
+                         "mean": {k: float(v.mean()) for k, v in parts.items()}}
+
+    # attention
+    attention = None
+    if not has_sa:
+        notes.append("model has no self-attention layer: no attention maps")
+    else:
+        rows = fw["attention"]                                    # (m, top, heads, P)
+        h, w = fw["map_shape"]
+        maps9 = rows.mean(axis=2).reshape(len(selected), top, h, w)
+        size = images.shape[1:3]
+        maps = plots.upsample_map(maps9, size).astype(np.float32)
+        shown = images[top_images, :, :, 0]                       # (m, top, S, S)
+        resp = np.take_along_axis(y, top_images.T, axis=0).T      # (m, top)
+        for p, page in enumerate(_pages(list(range(len(selected))), ATTENTION_PER_PAGE), 1):
+            cells = [[f"#{b + 1} img {top_images[j, b]}  resp {resp[j, b]:.2f}"
+                      for b in range(top)] for j in page]
+            fig = plots.attention_figure(
+                shown[page], maps9[page], [labels[j] for j in page], cells,
+                title=f"{what}: centre hypercolumn's attention on each neuron's top images")
+            files.append(_write_png(out, f"attention_p{p:02d}", fig, pictures))
+        npz = out / "attention.npz"
+        np.savez(npz, neurons=np.array(selected), neuron_ids=np.array(ids),
+                 image_index=top_images, responses=resp, center_rows=rows,
+                 center_index=(h // 2) * w + w // 2, maps=maps)
+        files.append(npz)
+        attention = {"heads": int(rows.shape[2]), "positions": int(rows.shape[3]),
+                     "top": top, "center_index": (h // 2) * w + w // 2,
+                     **attention_selectivity(rows)}
+
+    corr = plots.corr_columns(y, pred)
+    summary = {
+        "run": str(run["dir"]), "model": model.name, "readout": kind, "data": str(data_dir),
+        "split": split, "n_images": int(len(images)), "neurons": selected, "neuron_ids": ids,
+        "corr": [None if np.isnan(c) else round(float(c), 6) for c in corr],
+        "mean_corr": None if np.all(np.isnan(corr)) else float(np.nanmean(corr)),
+        "decomposition": decomposition, "attention": attention, "notes": notes,
+        "files": [p.name for p in files],
+    }
+    (out / "analysis.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+    if tensorboard is not None:
+        import tensorflow as tf
+
+        writer = tf.summary.create_file_writer(str(tensorboard))
+        with writer.as_default():
+            for name, png in pictures.items():
+                tf.summary.image(f"analyze/{name}", plots.png_to_tf_image(png), step=int(step),
+                                 description=what)
+        writer.flush()
+        writer.close()
+        summary["tensorboard"] = str(tensorboard)
+
+    for note in notes:
+        log(f"note: {note}")
+    mean_corr = summary["mean_corr"]
+    log(f"{what}: {len(selected)} neurons, {len(images)} images, mean CORR "
+        f"{'n/a' if mean_corr is None else f'{mean_corr:.4f}'}")
+    log(f"wrote {len(files) + 1} files to {out}"
+        + (f"; logged {len(pictures)} images to {tensorboard}" if tensorboard else ""))
+    return summary
+
+
+# --------------------------------------------------------------------------- CLI
+def _parser():
+    p = OneLineParser(
+        prog="python -m tfsacnn.analyze",
+        description="Tuning curves, centre/surround readout decomposition and attention maps "
+                    "of a trained run.")
+    p.add_argument("--run", required=True, help="run directory (holds model.keras)")
+    p.add_argument("--data", default=None,
+                   help="dataset directory (default: the run's data.dir)")
+    p.add_argument("--split", default="val", help="split to analyse: val (default), test, ...")
+    p.add_argument("--neurons", default=None,
+                   help="dataset neuron indices, e.g. 0:8 or 1,5,7 (default: all of the run's)")
+    p.add_argument("--top", type=int, default=4,
+                   help="images per neuron for the attention pictures (default 4)")
+    p.add_argument("--out", default=None, help="output directory (default RUN/analysis/SPLIT)")
+    p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
+                   help="also log the pictures as TensorBoard images here")
+    p.add_argument("--step", type=int, default=0, help="TensorBoard step (default 0)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward batch (default: from the neuron count)")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    return run_cli(lambda: analyze(args.run, data_dir=args.data, split=args.split,
+                                   neurons=args.neurons, top=args.top, out=args.out,
+                                   tensorboard=args.tensorboard, step=args.step,
+                                   batch_size=args.batch_size), path=args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

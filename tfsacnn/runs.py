@@ -1,0 +1,142 @@
+"""The run directory: its format, the guards on writing it, and metrics.json (one owner).
+
+A run directory holds `config.yaml` (resolved), `metrics.json` and `metrics.csv`
+(per-neuron and mean scores on each evaluated split, each neuron's best epoch),
+`tensorboard/`, `model.keras`, `saved_model/` and `checkpoints/` (docs/internals.md).
+"""
+import csv
+import hashlib
+import io
+import json
+import pathlib
+
+from .errors import TfsacnnError
+from .files import read_json, read_yaml, write_text
+
+
+def check_run_dir(out, resume, overwrite):
+    """Refuse an --out that must not be written or replaced; True: replace it (--overwrite)."""
+    out = pathlib.Path(out)
+    if out.exists() and not out.is_dir():
+        raise TfsacnnError(f"{out}: is a file, not a run directory")
+    if (out / "manifest.json").exists():
+        raise TfsacnnError(f"{out}: is a dataset (manifest.json), not a run directory; --out "
+                           f"names the run to write")
+    if resume:
+        if not (out / "config.yaml").exists():
+            raise TfsacnnError(f"{out}: nothing to resume (no config.yaml)")
+        return False
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if not any((out / f).exists() for f in ("config.yaml", "metrics.json", "checkpoints")):
+        raise TfsacnnError(f"{out}: not empty and not a run directory; refusing to write into "
+                           f"or delete it (use another --out)")
+    if (out / "metrics.json").exists() and not overwrite:
+        raise TfsacnnError(f"{out}: a finished run is already there (use --overwrite, "
+                           f"or another --out)")
+    if (out / "checkpoints").exists() and not overwrite:
+        raise TfsacnnError(f"{out}: an unfinished run is there (use --resume to continue "
+                           f"it, or --overwrite)")
+    return overwrite
+
+
+def manifest_sha256(data_dir):
+    return hashlib.sha256((pathlib.Path(data_dir) / "manifest.json").read_bytes()).hexdigest()
+
+
+def report(model, trainer, best_epoch):
+    """Metrics of the best-epoch model on every report split present: metrics.json dict."""
+    from . import data as data_lib
+    from .evaluation import metrics as metrics_lib
+
+    cfg = trainer.cfg
+    predict = trainer._make_predict(model)
+    out = {
+        "model": cfg["model"]["name"], "core": cfg["model"]["core"],
+        "trainable_params_per_neuron": trainable_per_neuron(model),
+        "neurons": trainer.neurons,
+        "neuron_ids": [trainer.manifest["neuron_ids"][i] for i in trainer.neurons],
+        "data": {"dir": str(cfg["data"]["dir"]),
+                 "manifest_sha256": manifest_sha256(cfg["data"]["dir"])},
+        "selection_split": cfg["eval"]["selection_split"],
+        "best_epoch": [int(e) for e in best_epoch],
+        "splits": {},
+    }
+    for split in cfg["eval"]["report_splits"]:
+        if split not in trainer.splits:
+            continue
+        x, y, reps = data_lib.load_numpy(cfg["data"]["dir"], split, neurons=trainer.neurons,
+                                         verify=False, with_repeats=True)
+        pred = trainer.predict(predict, x)
+        scores = metrics_lib.evaluate(y, pred, top_k=cfg["eval"]["top_k"],
+                                      repeats=reps)
+        out["splits"][split] = split_entry(scores, len(y))
+    return out
+
+
+def split_entry(scores, n_images):
+    import numpy as np
+
+    from .evaluation import metrics as metrics_lib
+
+    def clean(a):
+        return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, float)]
+
+    summary = metrics_lib.summarize({k: scores[k] for k in metrics_lib.REPORTED if k in scores})
+    return {"n_images": int(n_images),
+            "per_neuron": {k: clean(v) for k, v in scores.items()},
+            "mean": {k: (None if v is None or not np.isfinite(v) else float(v))
+                     if k != "n_nan" else int(v) for k, v in summary.items()}}
+
+
+def trainable_per_neuron(model):
+    """Trainable parameters / neurons: one network each (independent), or the shared core
+    spread over the neurons plus each neuron's readout (shared)."""
+    from . import models
+
+    return round(models.count_trainable(model) / model.output_shape[-1])
+
+
+def metrics_csv(metrics):
+    from .evaluation.metrics import REPORTED
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["split", "neuron", "neuron_id", *REPORTED, "best_epoch"])
+    for split, entry in metrics["splits"].items():
+        pn, m = entry["per_neuron"], entry["mean"]
+        for j, n in enumerate(metrics["neurons"]):
+            w.writerow([split, n, metrics["neuron_ids"][j],
+                        *[pn[k][j] if k in pn else "" for k in REPORTED], metrics["best_epoch"][j]])
+        w.writerow([split, "mean", "", *[m.get(k, "") for k in REPORTED], ""])
+    return buf.getvalue()
+
+
+def save_metrics(run, entries, info, **fields):
+    """Add `entries` ({split: entry}) to the splits of RUN/metrics.json (created if absent)
+    and set its top-level `fields`, in one write (temporary file, then rename)."""
+    import keras
+
+    run = pathlib.Path(run)
+    path = run / "metrics.json"
+    if path.exists():
+        metrics = read_json(path)
+    else:
+        cfg = read_yaml(run / "config.yaml")
+        model = keras.saving.load_model(run / "model.keras", compile=False)
+        metrics = {
+            "model": cfg.get("model", {}).get("name", model.name),
+            "core": cfg.get("model", {}).get("core", "independent"),
+            "trainable_params_per_neuron": trainable_per_neuron(model),
+            "neurons": info["neurons"],
+            "neuron_ids": [info["manifest"]["neuron_ids"][i] for i in info["neurons"]],
+            "data": {"dir": str(pathlib.Path(info["data"]).resolve()),
+                     "manifest_sha256": manifest_sha256(info["data"])},
+            "selection_split": None, "best_epoch": [None] * len(info["neurons"]),
+            "splits": {},
+        }
+    if not isinstance(metrics.get("splits"), dict):
+        raise TfsacnnError(f"{path}: has no 'splits' mapping")
+    metrics["splits"].update(entries)
+    metrics.update(fields)
+    write_text(path, json.dumps(metrics, indent=1))
