@@ -258,19 +258,25 @@ def test_resume_after_sigkill_matches_uninterrupted_run(site, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(site, tmp_path, monkeypatch, capsys):
-    make = training.Trainer._make_train_step
+    from tfsacnn.training import steps
+
+    make = steps.make_step
     calls = {"n": 0}
 
-    def poisoned(self, model, optimizer):
-        step = make(self, model, optimizer)
+    def poisoned(*args):
+        step = make(*args)
+        call = step.__call__
 
-        def wrapped(batch):
-            calls["n"] += 1
-            loss = step(batch)
-            return loss * np.nan if calls["n"] > 5 else loss  # 4 steps per epoch
-        return wrapped
+        class Poisoned(type(step)):
+            def __call__(self, batch):
+                calls["n"] += 1
+                loss = call(batch)
+                return loss * np.nan if calls["n"] > 5 else loss  # 4 steps per epoch
+        step.__class__ = Poisoned
+        return step
 
-    monkeypatch.setattr(training.Trainer, "_make_train_step", poisoned)
+    monkeypatch.setattr(steps, "make_step", poisoned)
+    monkeypatch.setattr("tfsacnn.training.trainer.make_step", poisoned)
     assert _fit(site, tmp_path / "nan") == 2
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
     assert len(errors) == 1 and "loss is nan at epoch 2" in errors[0], errors
@@ -353,3 +359,58 @@ def test_optimizer_is_the_papers_adam(site, tmp_path, optimizer):
     assert opt.epsilon == 1e-8 and float(opt.learning_rate) == pytest.approx(0.002)
     if optimizer == "adamw":
         assert opt.weight_decay == 0.01
+
+
+def test_checkpoint_keys_are_names_and_a_mismatch_is_refused(tiny_run, tmp_path, capsys):
+    """Checkpoints store variables by name; resume refuses one whose names differ."""
+    import shutil
+
+    ckpt = np.load(tiny_run / "checkpoints" / "last.npz")
+    assert "model/alpha_cpb1_conv/kernel" in ckpt.files
+    assert "model/alpha_cpb1_dropout/seed_generator_state" in ckpt.files
+    assert "best/readout/kernel" in ckpt.files
+    assert any(k.startswith("optimizer/") and k.endswith("_momentum") for k in ckpt.files)
+    assert not any(k.startswith(("model_", "opt_")) for k in ckpt.files)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").unlink()                               # unfinished
+    path = run / "checkpoints" / "last.npz"
+    arrays = {k: ckpt[k] for k in ckpt.files}
+    arrays["model/beta_cpb9_conv/kernel"] = arrays.pop("model/beta_cpb2_conv/kernel")
+    np.savez(path, **arrays)
+    assert fit.main(["--out", str(run), "--resume", "--set", "train.epochs=3"]) == 2
+    err = _one_line_error(capsys)
+    assert err == (f"error: {path}: the checkpoint's model variables do not match this model "
+                   f"(missing beta_cpb2_conv/kernel; unknown beta_cpb9_conv/kernel); use "
+                   f"--overwrite to start again")
+    arrays["model/beta_cpb2_conv/kernel"] = arrays.pop("model/beta_cpb9_conv/kernel")[..., :1]
+    np.savez(path, **arrays)
+    assert fit.main(["--out", str(run), "--resume", "--set", "train.epochs=3"]) == 2
+    assert "model/beta_cpb2_conv/kernel has shape" in _one_line_error(capsys)
+
+
+def test_second_writer_is_refused_and_a_killed_writer_does_not_block_resume(site, tmp_path):
+    """One writer per run: a second fit on the same --out (even --overwrite) is refused
+    while the first runs; after the first is killed, --resume continues the run."""
+    from tests.conftest import REPO
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tfsacnn.fit", "--config", str(REPO / "configs/ff_sa_cnn.yaml"),
+           "--data", str(site), "--out", str(out), *TINY, "--set", "train.epochs=50"]
+    first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoints").exists() and time.time() < deadline \
+                and first.poll() is None:
+            time.sleep(0.2)
+        assert (out / "checkpoints").exists(), first.stderr.read().decode()[-2000:]
+        second = subprocess.run([*cmd, "--overwrite"], cwd=REPO, capture_output=True, text=True)
+        assert second.returncode == 2
+        err = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
+        assert err == [f"error: {out}: is being written by process {first.pid}; wait for it, "
+                       f"or use another --out"], second.stderr[-2000:]
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert fit.main(["--out", str(out), "--resume", "--set", "train.epochs=2"]) == 0
+    assert (out / "metrics.json").exists() and not (out / ".tfsacnn.lock").exists()

@@ -10,52 +10,90 @@ those before them), so one override does not drop the others.
 ...; installed with the package and read with importlib.resources), `--config PATH` a file.
 """
 import copy
+import dataclasses
 import math
 import pathlib
 from importlib import resources
+from typing import Any, Optional
 
 import yaml
 
 from . import models
 from .errors import ConfigError
 
-DEFAULTS = {
-    "model": {
-        "name": "ff_sa_cnn",          # a name of tfsacnn.models
-        "core": "independent",        # independent | shared
-        "overrides": {},              # tfsacnn.models options, e.g. channels, num_heads
-    },
-    "data": {
-        "dir": None,                  # dataset written by data_prep (manifest.json inside)
-        "neurons": None,              # null = all, "0:64", or a list of indices
-        "verify": True,               # check shard sha256 before reading
-    },
-    "train": {
-        "epochs": 50,
-        "batch_size": 50,
-        "optimizer": "adam",          # adam | adamw
-        "learning_rate": 1e-3,
-        "weight_decay": 0.0,          # adamw only
-        "loss": "mse",
-        "seed": 0,
-        "strategy": "auto",           # auto | default | mirrored | multiworker
-        "neurons_per_step": None,     # independent neurons trained together (memory bound);
-                                      # null = auto: 64 on CPU, all on GPU; 0 = all
-        "init_from": None,            # RUN_DIR of an earlier stage (incremental protocol)
-        "init_blocks": None,          # blocks to load from init_from (null = all that fit)
-        "freeze": [],                 # block names, or layer.variable names
-        "frozen_bn": "update_stats",  # update_stats (paper) | inference (Keras convention)
-        "checkpoint_every": 1,        # epochs
-    },
-    "source": {},                     # free-form provenance (e.g. imported .pth files)
-    "eval": {
-        "top_k": 10,
-        "selection_split": "val",     # per-neuron best epoch chosen on this split
-        "report_splits": ["val", "test"],  # those present in the dataset are reported
-        "tuning_curve_neurons": 4,    # neurons drawn in TensorBoard each epoch
-        "batch_size": 500,
-    },
-}
+
+def _field(default):
+    """A dataclass field whose default is a fresh copy of `default`."""
+    return dataclasses.field(default_factory=lambda: copy.deepcopy(default))
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str = "ff_sa_cnn"           # a name of tfsacnn.models
+    core: str = "independent"         # independent | shared
+    overrides: dict = _field({})      # tfsacnn.models options, e.g. channels, num_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dir: Optional[str] = None         # dataset written by data_prep (manifest.json inside)
+    neurons: Any = None               # null = all, "0:64", or a list of indices
+    verify: bool = True               # check shard sha256 and record counts before reading
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 50
+    optimizer: str = "adam"           # adam | adamw
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0         # adamw only
+    loss: str = "mse"
+    seed: int = 0
+    strategy: str = "auto"            # auto | default | mirrored | multiworker (TF); JAX:
+                                      # auto | default | mirrored (keras.distribution)
+    neurons_per_step: Optional[int] = None  # independent neurons trained together (memory
+                                      # bound); null = auto: 64 on CPU, all on GPU; 0 = all
+    init_from: Optional[str] = None   # RUN_DIR of an earlier stage (incremental protocol)
+    init_blocks: Optional[list] = None  # blocks to load from init_from (null = all that fit)
+    freeze: list = _field([])         # block names, or layer.variable names
+    frozen_bn: str = "update_stats"   # update_stats (paper) | inference (Keras convention)
+    checkpoint_every: int = 1         # epochs
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    top_k: int = 10
+    selection_split: str = "val"      # per-neuron best epoch chosen on this split
+    report_splits: list = _field(["val", "test"])  # those present in the dataset are reported
+    tuning_curve_neurons: int = 4     # neurons drawn in TensorBoard each epoch
+    batch_size: int = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A resolved, validated config: `Config.from_dict(load(...))`; `to_dict()` for YAML."""
+    model: ModelConfig = _field(ModelConfig())
+    data: DataConfig = _field(DataConfig())
+    train: TrainConfig = _field(TrainConfig())
+    source: dict = _field({})         # free-form provenance (e.g. imported .pth files)
+    eval: EvalConfig = _field(EvalConfig())
+
+    @classmethod
+    def from_dict(cls, cfg):
+        """From a dict as `load` returns it (already validated)."""
+        if isinstance(cfg, Config):
+            return cfg
+        c = copy.deepcopy(cfg)
+        return cls(model=ModelConfig(**c["model"]), data=DataConfig(**c["data"]),
+                   train=TrainConfig(**c["train"]), source=c["source"],
+                   eval=EvalConfig(**c["eval"]))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+DEFAULTS = Config().to_dict()
+
 
 CHOICES = {
     ("model", "core"): models.CORES,

@@ -40,6 +40,58 @@ def check_run_dir(out, resume, overwrite):
     return overwrite
 
 
+LOCK = ".tfsacnn.lock"
+
+
+class RunLock:
+    """Exclusive lock on a run directory while one process writes it (`flock`).
+
+    A second writer is refused with one line. The kernel drops the lock when its process
+    ends, however it ends, so a killed run never blocks a later `--resume`.
+    """
+
+    def __init__(self, run_dir):
+        self.path = pathlib.Path(run_dir) / LOCK
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+        import os
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise TfsacnnError(f"{self.path.parent}: is being written by {holder}; wait for "
+                               f"it, or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()}".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = None
+
+
+def clear(run_dir):
+    """Delete a run directory's contents (its lock aside): `--overwrite` of a run."""
+    import shutil
+
+    for child in pathlib.Path(run_dir).iterdir():
+        if child.name == LOCK:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def manifest_sha256(data_dir):
     return hashlib.sha256((pathlib.Path(data_dir) / "manifest.json").read_bytes()).hexdigest()
 
@@ -50,26 +102,23 @@ def report(model, trainer, best_epoch):
     from .evaluation import metrics as metrics_lib
 
     cfg = trainer.cfg
-    predict = trainer._make_predict(model)
     out = {
-        "model": cfg["model"]["name"], "core": cfg["model"]["core"],
+        "model": cfg.model.name, "core": cfg.model.core,
         "trainable_params_per_neuron": trainable_per_neuron(model),
         "neurons": trainer.neurons,
         "neuron_ids": [trainer.manifest["neuron_ids"][i] for i in trainer.neurons],
-        "data": {"dir": str(cfg["data"]["dir"]),
-                 "manifest_sha256": manifest_sha256(cfg["data"]["dir"])},
-        "selection_split": cfg["eval"]["selection_split"],
+        "data": {"dir": str(cfg.data.dir), "manifest_sha256": manifest_sha256(cfg.data.dir)},
+        "selection_split": cfg.eval.selection_split,
         "best_epoch": [int(e) for e in best_epoch],
         "splits": {},
     }
-    for split in cfg["eval"]["report_splits"]:
+    for split in cfg.eval.report_splits:
         if split not in trainer.splits:
             continue
-        x, y, reps = data_lib.load_numpy(cfg["data"]["dir"], split, neurons=trainer.neurons,
+        x, y, reps = data_lib.load_numpy(cfg.data.dir, split, neurons=trainer.neurons,
                                          verify=False, with_repeats=True)
-        pred = trainer.predict(predict, x)
-        scores = metrics_lib.evaluate(y, pred, top_k=cfg["eval"]["top_k"],
-                                      repeats=reps)
+        pred = trainer.predict(model, x)
+        scores = metrics_lib.evaluate(y, pred, top_k=cfg.eval.top_k, repeats=reps)
         out["splits"][split] = split_entry(scores, len(y))
     return out
 

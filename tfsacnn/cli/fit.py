@@ -121,7 +121,7 @@ def run(args):
     out = pathlib.Path(out)
     for split, entry in metrics["splits"].items():
         m = entry["mean"]
-        print(f"{split}: corr {fmt(m['corr'])}  PT_J {fmt(m['pt_j'], 100)}%  "
+        print(f"{split} (each neuron at its best epoch on {metrics['selection_split']}): corr {fmt(m['corr'])}  PT_J {fmt(m['pt_j'], 100)}%  "
               f"PT_S {fmt(m['pt_s'], 100)}%  TOP {fmt(m['top_overlap'], 100)}%  "
               f"peak height {fmt(m['peak_height'])}  ({len(metrics['neurons'])} neurons, "
               f"{m['n_nan']} NaN)")

@@ -1,17 +1,25 @@
 """Train a resolved config into a run directory: the library's `fit` (the CLI's core).
 
-`train(cfg, out)` checks the run directory, the data and the neurons, trains with
-`Trainer`, then writes config.yaml, metrics.json / metrics.csv, model.keras, saved_model/
+`train(cfg, out)` checks the run directory, the data and the neurons, locks the run,
+trains with `Trainer`, then writes config.yaml, metrics.json / metrics.csv, model.keras,
+saved_model/ (TensorFlow only; `python -m tfsacnn.export` writes it later for a JAX run)
 and tensorboard/ (see `tfsacnn.runs`). Studies call this, not the CLI.
 """
+import contextlib
 import json
 import os
 import pathlib
 import shutil
 
 from .. import config as config_lib
+from .. import data as data_lib
 from ..errors import TfsacnnError
-from ..runs import check_run_dir, metrics_csv, report
+from ..export import save_keras
+from ..files import write_text
+from ..runs import RunLock, check_run_dir, clear, metrics_csv, report
+from .callbacks import TensorBoardLogger
+from .strategy import backend, is_chief, make_strategy
+from .trainer import Trainer
 
 
 def train(cfg, out, *, resume=False, overwrite=False):
@@ -20,41 +28,51 @@ def train(cfg, out, *, resume=False, overwrite=False):
     `resume`: continue `out` from its last checkpoint; `overwrite`: replace a run there.
     Returns the metrics.json dict (None on a non-chief worker of a multi-worker run).
     """
-    import tensorflow as tf
-
-    from . import Trainer, is_chief, make_strategy
-
+    typed = config_lib.Config.from_dict(cfg)
+    cfg = typed.to_dict()
     out = pathlib.Path(out)
-    strategy = make_strategy(cfg["train"]["strategy"])
+    strategy = make_strategy(typed.train.strategy)
     chief = is_chief(strategy)
     if chief:
         replace = check_run_dir(out, resume, overwrite)
     else:  # other workers write their (identical) state to a scratch directory
         out = pathlib.Path(f"{out}.worker-tmp-{os.getpid()}")
-    from .. import data as data_lib
-    from ..export import export_saved_model, save_keras
-    from ..files import write_text
-    from .callbacks import TensorBoardLogger
-
-    trainer = Trainer(cfg, out, strategy=strategy)   # checks the data and neurons
-    if cfg["data"]["verify"]:  # sha256 of every shard, once, before any work
+    trainer = Trainer(typed, out, strategy=strategy)   # checks the data and neurons
+    if typed.data.verify:  # sha256 and record counts of every shard, once, before any work
         for split in trainer.splits:
-            data_lib.load(cfg["data"]["dir"], split, 1, verify=True)
-    if chief and replace:
-        shutil.rmtree(out)
+            data_lib.shard_files(pathlib.Path(typed.data.dir), trainer.manifest["splits"][split],
+                                 verify=True)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(out) if chief else contextlib.nullcontext()
+        with lock:
+            if chief and replace:
+                clear(out)
+            return _train_locked(trainer, typed, cfg, out, resume, chief)
+    except TfsacnnError:
+        if created and chief and not any(p.name != ".tfsacnn.lock" for p in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)      # nothing of a run was written
+        raise
+
+
+def _train_locked(trainer, typed, cfg, out, resume, chief):
     if chief:
         config_lib.dump(cfg, out / "config.yaml")
-    tb = TensorBoardLogger(out / "tensorboard", cfg, cfg["eval"]["tuning_curve_neurons"])
-    print(f"training {cfg['model']['name']} ({cfg['model']['core']} core) on "
-          f"{len(trainer.neurons)} neurons of {cfg['data']['dir']} with "
-          f"{strategy.num_replicas_in_sync} replica(s); run dir {out}", flush=True)
+    tb = TensorBoardLogger(out / "tensorboard", cfg, typed.eval.tuning_curve_neurons)
+    print(f"training {typed.model.name} ({typed.model.core} core) on "
+          f"{len(trainer.neurons)} neurons of {typed.data.dir} with "
+          f"{trainer.strategy.num_replicas_in_sync} replica(s), {backend()} backend; "
+          f"run dir {out}", flush=True)
     try:
         model, history, best_epoch = trainer.fit(resume=resume,
                                                  callbacks=[tb] if chief else [])
-    except tf.errors.DataLossError as e:
-        raise TfsacnnError(f"{cfg['data']['dir']}: a corrupt or truncated TFRecord shard "
-                           f"({e.message.splitlines()[0]}); data.verify=true names it") from None
+    except Exception as e:
+        if type(e).__name__ == "DataLossError":          # tf.errors.DataLossError
+            raise TfsacnnError(f"{typed.data.dir}: a corrupt or truncated TFRecord shard "
+                               f"({e.message.splitlines()[0]}); data.verify=true names it"
+                               ) from None
+        raise
     finally:
         tb.close()
     metrics = report(model, trainer, best_epoch)
@@ -62,7 +80,10 @@ def train(cfg, out, *, resume=False, overwrite=False):
         shutil.rmtree(out, ignore_errors=True)
         return None
     save_keras(model, out / "model.keras")
-    export_saved_model(model, out / "saved_model")
+    if backend() == "tensorflow":
+        from ..export import export_saved_model
+
+        export_saved_model(model, out / "saved_model")
     write_text(out / "metrics.csv", metrics_csv(metrics))
     write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
