@@ -414,3 +414,19 @@ def test_second_writer_is_refused_and_a_killed_writer_does_not_block_resume(site
         first.wait()
     assert fit.main(["--out", str(out), "--resume", "--set", "train.epochs=2"]) == 0
     assert (out / "metrics.json").exists() and not (out / ".tfsacnn.lock").exists()
+
+
+def test_time_limit_stops_at_an_epoch_boundary_and_resume_goes_on(site, tmp_path):
+    """train.time_limit_s ends a run at the last epoch that fits, finished and honest
+    about it; --resume with a larger limit trains the remaining epochs."""
+    out = tmp_path / "run"
+    assert _fit(site, out, "--set", "train.epochs=3", "--set", "train.time_limit_s=0.001",
+                "--set", "train.neurons_per_step=0") == 0
+    m = _metrics(out)
+    assert m["stopped_early"] == "train.time_limit_s=0.001: stopped after epoch 1 of 3"
+    assert m["best_epoch"] == [1, 1, 1]
+    assert fit.main(["--out", str(out), "--resume", "--set", "train.time_limit_s=1000"]) == 0
+    m = _metrics(out)
+    assert "stopped_early" not in m and max(m["best_epoch"]) <= 3
+    ckpt = np.load(out / "checkpoints" / "last.npz")
+    assert int(ckpt["epoch"]) == 3

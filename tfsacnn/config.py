@@ -58,6 +58,9 @@ class TrainConfig:
     freeze: list = _field([])         # block names, or layer.variable names
     frozen_bn: str = "update_stats"   # update_stats (paper) | inference (Keras convention)
     checkpoint_every: int = 1         # epochs
+    time_limit_s: Optional[float] = None  # stop at the last epoch boundary before this many
+                                      # seconds of training (a job's wall-clock limit);
+                                      # the run ends finished, with the epochs done
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +112,7 @@ NULLABLE = {
     ("data", "dir"): (str,),
     ("data", "neurons"): (str, list, int),
     ("train", "neurons_per_step"): (int,),
+    ("train", "time_limit_s"): (int, float),
     ("train", "init_from"): (str,),
     ("train", "init_blocks"): (list,),
 }
@@ -247,6 +251,8 @@ def validate(cfg, where):
         fail("train.learning_rate", " must be a finite number > 0")
     if not 0 <= t["weight_decay"] < math.inf:
         fail("train.weight_decay", " must be a finite number >= 0")
+    if t["time_limit_s"] is not None and not 0 < t["time_limit_s"] < math.inf:
+        fail("train.time_limit_s", " must be a finite number of seconds > 0")
     if t["neurons_per_step"] is not None and t["neurons_per_step"] < 0:
         fail("train.neurons_per_step", " must be >= 0")
     for entry in t["freeze"]:

@@ -112,6 +112,8 @@ def report(model, trainer, best_epoch):
         "best_epoch": [int(e) for e in best_epoch],
         "splits": {},
     }
+    if getattr(trainer, "stopped_early", None):
+        out["stopped_early"] = trainer.stopped_early
     for split in cfg.eval.report_splits:
         if split not in trainer.splits:
             continue

@@ -80,7 +80,8 @@ def ensure_demo_data():
     synthesize(DEMO_DATA, **DEMO_SITE)
 
 
-RESUMABLE = {("train", "epochs"), ("train", "strategy")}  # what --resume may change
+# what --resume may change
+RESUMABLE = {("train", "epochs"), ("train", "strategy"), ("train", "time_limit_s")}
 
 
 def _flat(cfg, path=()):
@@ -102,7 +103,8 @@ def resume_config(args, saved):
             for k, v in new.items() if k not in RESUMABLE and v != old.get(k)]
     if diff:
         raise TfsacnnError(f"{saved}: --resume cannot change {'; '.join(diff)}: only "
-                           f"train.epochs and train.strategy may change (or use --overwrite)")
+                           f"train.epochs, train.strategy and train.time_limit_s may change "
+                           f"(or use --overwrite)")
     return cfg
 
 

@@ -3,6 +3,7 @@ import keras
 import numpy as np
 
 from .. import models
+from ..errors import TfsacnnError
 
 
 class ChunkedTraining:
@@ -20,6 +21,9 @@ class ChunkedTraining:
         from .trainer import Trainer
 
         t = self.trainer
+        if t.cfg.train.time_limit_s:
+            raise TfsacnnError("train.time_limit_s needs every neuron in one step; set "
+                               "train.neurons_per_step: 0")
         keras.utils.set_random_seed(t.cfg.train.seed)
         with t.strategy.scope():
             full = t.build_model(len(t.neurons))

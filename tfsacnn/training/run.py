@@ -83,7 +83,7 @@ def _train_locked(trainer, typed, cfg, out, resume, chief):
     if backend() == "tensorflow":
         from ..export import export_saved_model
 
-        export_saved_model(model, out / "saved_model")
+        export_saved_model(model, out / "saved_model", preprocessing=trainer.manifest)
     write_text(out / "metrics.csv", metrics_csv(metrics))
     write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

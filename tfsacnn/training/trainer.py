@@ -145,7 +145,8 @@ class Trainer:
             optimizer.build(model.trainable_variables)
         self.model, self.optimizer, self.history = model, optimizer, []
         self.n_out = n
-        best = cb.BestWeights(self.independent)
+        best = self.best = cb.BestWeights(self.independent)
+        self.stopped_early = None
         steps = -(-self.manifest["splits"]["train"]["count"] // t.batch_size)
         all_callbacks = self.default_callbacks(best, steps) + list(callbacks)
         for c in all_callbacks:
@@ -159,14 +160,33 @@ class Trainer:
             start_epoch, self.history = checkpoint.load(self.checkpoint_path, model,
                                                         optimizer, best)
             self.log(f"resumed {self.tag or 'run'} after epoch {start_epoch}")
+        started = time.monotonic()
         try:
             for epoch in range(start_epoch + 1, t.epochs + 1):
                 self.run_epoch(epoch, step, all_callbacks, x_sel, y_sel)
+                if self.out_of_time(started, epoch - start_epoch, epoch):
+                    break
         finally:
             for c in all_callbacks:
                 c.on_train_end()
         best.restore()
         return model, self.history, best.epoch
+
+    def out_of_time(self, started, done, epoch):
+        """True when another epoch would pass `train.time_limit_s` (the mean epoch so far)."""
+        limit = self.cfg.train.time_limit_s
+        if not limit or epoch >= self.cfg.train.epochs:
+            return False
+        elapsed = time.monotonic() - started
+        if elapsed + elapsed / done <= limit:
+            return False
+        self.stopped_early = (f"train.time_limit_s={limit:g}: stopped after epoch {epoch} of "
+                              f"{self.cfg.train.epochs}")
+        self.log(self.stopped_early)
+        if self.chief:                  # the last epoch is checkpointed: --resume goes on
+            checkpoint.save(self.checkpoint_path, self.model, self.optimizer,
+                            self.best, epoch, self.history)
+        return True
 
     def run_epoch(self, epoch, step, callbacks, x_sel, y_sel):
         """Train one epoch, evaluate on the selection split, run the callbacks."""
