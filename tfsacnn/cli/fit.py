@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .. import config as config_lib  # noqa: E402
 from ..errors import OneLineParser, TfsacnnError, run_cli  # noqa: E402
-from ..runs import check_run_dir, metrics_csv, report  # noqa: E402
+from ..quiet import quiet_tensorflow  # noqa: E402
 
 DEMO_CONFIG = "demo"            # a shipped config (tfsacnn/configs/demo.yaml)
 DEMO_DATA = pathlib.Path("data/demo")
@@ -28,17 +28,27 @@ DEMO_SITE = dict(neurons=8, train=2000, val=500, test=0, repeats=10, seed=0)
 def build_parser():
     p = OneLineParser(prog="python -m tfsacnn.fit", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (default: the demo config)")
-    p.add_argument("--data", help="dataset directory (overrides data.dir)")
+    p.add_argument("--config", help="a shipped config's name (ff_sa_cnn, incremental/1_rf_cnn, "
+                                    "...) or a YAML file (default: the demo)")
+    p.add_argument("--data", help="dataset directory (overrides data.dir; default: the "
+                                  "config's, or the demo site data/demo)")
     p.add_argument("--out", help="run directory (default: runs/<model>-<time>)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config key, value parsed as YAML (repeatable)")
-    p.add_argument("--neurons", help="neuron subset, e.g. 0:64 or 1,5,7 (overrides data.neurons)")
+                   help="override a config key, value parsed as YAML (repeatable; default: "
+                        "none)")
+    p.add_argument("--neurons", help="neuron subset, e.g. 0:64 or 1,5,7 (overrides "
+                                     "data.neurons; default: all)")
     p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker"],
-                   help="tf.distribute strategy (overrides train.strategy)")
+                   help="tf.distribute strategy, or keras.distribution under JAX (overrides "
+                        "train.strategy; default: auto)")
     p.add_argument("--resume", action="store_true",
-                   help="continue RUN_DIR from its last complete epoch")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished RUN_DIR")
+                   help="continue RUN_DIR from its last complete epoch (default: off)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in RUN_DIR (default: off)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars or epoch lines, only the result (default: off)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's start-up lines (default: hidden)")
     return p
 
 
@@ -117,14 +127,14 @@ def run(args):
     from ..training.run import train
 
     out = args.out or f"runs/{cfg['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
+    metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
     if metrics is None:       # not the chief worker
         return None
     out = pathlib.Path(out)
     for split, entry in metrics["splits"].items():
         m = entry["mean"]
-        print(f"{split} (each neuron at its best epoch on {metrics['selection_split']}): corr {fmt(m['corr'])}  PT_J {fmt(m['pt_j'], 100)}%  "
-              f"PT_S {fmt(m['pt_s'], 100)}%  TOP {fmt(m['top_overlap'], 100)}%  "
+        print(f"{split}, each neuron at its best epoch on {metrics['selection_split']}: "
+              f"corr {fmt(m['corr'])}  PT_J {fmt(m['pt_j'], 100)}%  PT_S {fmt(m['pt_s'], 100)}%  TOP {fmt(m['top_overlap'], 100)}%  "
               f"peak height {fmt(m['peak_height'])}  ({len(metrics['neurons'])} neurons, "
               f"{m['n_nan']} NaN)")
     print(f"run directory: {out}\nTensorBoard:   tensorboard --logdir {out / 'tensorboard'}")
@@ -135,8 +145,15 @@ def fmt(v, scale=1.0):
     return "nan" if v is None else f"{v * scale:.3f}" if scale == 1 else f"{v * scale:.1f}"
 
 
+def quiet_backend(verbose):
+    """Hide TensorFlow's start-up lines (`--verbose` shows them); nothing to do under JAX."""
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        quiet_tensorflow(verbose)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    quiet_backend(args.verbose)
     return run_cli(run, args, path=args.out)
 
 

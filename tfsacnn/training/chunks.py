@@ -31,7 +31,7 @@ class ChunkedTraining:
         for start in range(0, len(t.neurons), self.size):
             part = t.neurons[start:start + self.size]
             sub = Trainer(t.cfg, t.run_dir, strategy=t.strategy, log=t.log, neurons=part,
-                          checkpoint_name=f"chunk{start:05d}.npz")
+                          checkpoint_name=f"chunk{start:05d}.npz", quiet=t.quiet)
             sub.tag = f"neurons {part[0]}..{part[-1]}"
             model, hist, best = sub.fit_neurons(resume, callbacks, init=(full, start))
             for j in range(len(part)):

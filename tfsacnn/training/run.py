@@ -22,10 +22,11 @@ from .strategy import backend, is_chief, make_strategy
 from .trainer import Trainer
 
 
-def train(cfg, out, *, resume=False, overwrite=False):
+def train(cfg, out, *, resume=False, overwrite=False, quiet=False):
     """Train `cfg` (a dict from `tfsacnn.config.load`) into run directory `out`.
 
-    `resume`: continue `out` from its last checkpoint; `overwrite`: replace a run there.
+    `resume`: continue `out` from its last checkpoint; `overwrite`: replace a run there;
+    `quiet`: no progress bars or epoch lines.
     Returns the metrics.json dict (None on a non-chief worker of a multi-worker run).
     """
     typed = config_lib.Config.from_dict(cfg)
@@ -37,7 +38,7 @@ def train(cfg, out, *, resume=False, overwrite=False):
         replace = check_run_dir(out, resume, overwrite)
     else:  # other workers write their (identical) state to a scratch directory
         out = pathlib.Path(f"{out}.worker-tmp-{os.getpid()}")
-    trainer = Trainer(typed, out, strategy=strategy)   # checks the data and neurons
+    trainer = Trainer(typed, out, strategy=strategy, quiet=quiet)  # checks data and neurons
     if typed.data.verify:  # sha256 and record counts of every shard, once, before any work
         for split in trainer.splits:
             data_lib.shard_files(pathlib.Path(typed.data.dir), trainer.manifest["splits"][split],
@@ -49,18 +50,19 @@ def train(cfg, out, *, resume=False, overwrite=False):
         with lock:
             if chief and replace:
                 clear(out)
-            return _train_locked(trainer, typed, cfg, out, resume, chief)
+            return _train_locked(trainer, typed, cfg, out, resume, chief, quiet)
     except TfsacnnError:
         if created and chief and not any(p.name != ".tfsacnn.lock" for p in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)      # nothing of a run was written
         raise
 
 
-def _train_locked(trainer, typed, cfg, out, resume, chief):
+def _train_locked(trainer, typed, cfg, out, resume, chief, quiet):
     if chief:
         config_lib.dump(cfg, out / "config.yaml")
     tb = TensorBoardLogger(out / "tensorboard", cfg, typed.eval.tuning_curve_neurons)
-    print(f"training {typed.model.name} ({typed.model.core} core) on "
+    say = (lambda *a, **k: None) if quiet else print
+    say(f"training {typed.model.name} ({typed.model.core} core) on "
           f"{len(trainer.neurons)} neurons of {typed.data.dir} with "
           f"{trainer.strategy.num_replicas_in_sync} replica(s), {backend()} backend; "
           f"run dir {out}", flush=True)

@@ -43,12 +43,13 @@ class Trainer:
     """
 
     def __init__(self, cfg, run_dir, strategy=None, log=print, neurons=None,
-                 checkpoint_name="last.npz"):
+                 checkpoint_name="last.npz", quiet=False):
         self.cfg = cfg = Config.from_dict(cfg)
         self.run_dir = pathlib.Path(run_dir)
         self.strategy = strategy or make_strategy(cfg.train.strategy)
         self.chief = is_chief(self.strategy)
-        self.log = log if self.chief else (lambda *a, **k: None)
+        self.quiet = quiet
+        self.log = log if self.chief and not quiet else (lambda *a, **k: None)
         self.data_dir = cfg.data.dir
         self.manifest = data_lib.read_manifest(self.data_dir)
         self.neurons = (list(neurons) if neurons is not None else
@@ -123,7 +124,8 @@ class Trainer:
     def default_callbacks(self, best, steps):
         t = self.cfg.train
         out = [best, cb.NaNGuard(),
-               cb.ProgressBar(steps, t.epochs, t.batch_size, disable=not self.chief),
+               cb.ProgressBar(steps, t.epochs, t.batch_size,
+                              disable=not self.chief or self.quiet),
                cb.EpochLog(t.epochs, self.log)]
         if self.chief:
             out.append(cb.Checkpoint(t.checkpoint_every, t.epochs, best))
