@@ -139,3 +139,12 @@ def test_shipped_configs_by_name():
     assert config.load("ff_cnn.yaml") == by_name
     with pytest.raises(ConfigError, match="no shipped config of that name"):
         config.load("no_such_model")
+
+
+def test_variant_configs_hold_only_what_differs_from_the_defaults():
+    import yaml
+
+    for name in models.names():
+        raw = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+        assert raw == {"model": {"name": name}}, name
+        assert config.load(name) == config.load(sets=[f"model.name={name}"])
