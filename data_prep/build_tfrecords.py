@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from data_prep import loaders, preprocess  # noqa: E402
 from data_prep.writer import write_dataset  # noqa: E402
-from tfsacnn.errors import ConfigError, DataError, OneLineParser, run_cli  # noqa: E402
+from tfsacnn.errors import ConfigError, DataError, OneLineParser, add_output_flags, run_cli  # noqa: E402
 from tfsacnn.files import check_out  # noqa: E402
 
 SACNN_FILES = {"train_images": "train_img_{site}.npy", "train_responses": "trainRsp_{site}.npy",
@@ -56,8 +56,7 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m data_prep.build_tfrecords", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m data_prep.build_tfrecords", description=__doc__)
     p.add_argument("--out", required=True, type=Path, help="dataset directory to create")
     src = p.add_argument_group("inputs (either --images/--responses or --sacnn-dir/--site)")
     src.add_argument("--images", type=Path,
@@ -74,22 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--val-mat-variable", help="variable holding the validation responses in a .mat file")
     sp = p.add_argument_group("splits")
     sp.add_argument("--val-fraction", type=_fraction, default=None,
-                    help="fraction of train moved to val when no validation set is given (default 0.1)")
-    sp.add_argument("--test-fraction", type=_fraction, default=0.0, help="fraction moved to a test split")
+                    help="fraction of train moved to val when no validation set is given (default: 0.1)")
+    sp.add_argument("--test-fraction", type=_fraction, default=0.0, help="fraction moved to a test split (0: no test split)")
     sp.add_argument("--test-from", choices=["train", "val"], default=None,
                     help="where the test split comes from (default: val if a validation set is given)")
-    sp.add_argument("--seed", type=int, default=0, help="seed of the val/test draws (default 0)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the val/test draws")
     pp = p.add_argument_group("preprocessing")
     pp.add_argument("--size", type=int, default=None,
-                    help="output side in pixels (default 50; images of mixed sizes need it given explicitly)")
-    pp.add_argument("--crop", type=_crop, default=None, help="centre crop: pixels (>= 1) or a fraction (< 1)")
+                    help="output side in pixels (default: 50; images of mixed sizes need it given explicitly)")
+    pp.add_argument("--crop", type=_crop, default=None, help="centre crop: pixels (>= 1) or a fraction (< 1) of the short side (default: none)")
     pp.add_argument("--normalize", choices=["standardize", "unit"], default="standardize",
-                    help="standardize: (x-mean)/std from train pixels; unit: [0,1] (default standardize)")
+                    help="standardize: (x-mean)/std from train pixels; unit: [0,1]")
     pp.add_argument("--nan-policy", choices=["error", "drop-images", "zero"], default="error",
                     help="NaN/inf in the target responses: refuse, drop those images, or set them to 0")
     out = p.add_argument_group("output")
-    out.add_argument("--shard-size", type=int, default=10000, help="examples per shard (default 10000)")
+    out.add_argument("--shard-size", type=int, default=10000, help="examples per shard")
     out.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_output_flags(out)
     return p
 
 
@@ -305,9 +305,20 @@ def build(args, argv=None) -> Path:
 
 def main(argv=None) -> int:
     """CLI entry point; bad input -> `error: <file>: <problem>` on stderr and SystemExit(2)."""
+    from tfsacnn.progress import silence
+    from tfsacnn.quiet import quiet_tensorflow
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    code = run_cli(lambda: print(f"wrote {build(args, argv)}"), path=args.out)
+
+    def run():
+        quiet_tensorflow(args.verbose)
+        silence(args.quiet)
+        out = build(args, argv)
+        if not args.quiet:
+            print(f"wrote {out}")
+
+    code = run_cli(run, path=args.out)
     if code:
         raise SystemExit(code)
     return 0

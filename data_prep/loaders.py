@@ -117,15 +117,17 @@ def _npy(path: Path) -> np.ndarray:
 
 
 def _stack(images, names, prepare, source) -> np.ndarray:
-    from tqdm import tqdm
+    from tfsacnn.progress import progress_bar
 
     out = None
-    for i, (img, name) in enumerate(tqdm(zip(images, names), total=len(names), desc=f"reading {Path(source).name}",
-                                         unit="img", disable=None, leave=False)):
-        x = prepare(img() if callable(img) else img, name)
-        if out is None:
-            out = np.empty((len(names),) + x.shape, np.float32)
-        out[i] = x
+    with progress_bar(total=len(names), desc=f"reading {Path(source).name}", unit="img",
+                      leave=False) as bar:
+        for i, (img, name) in enumerate(zip(images, names)):
+            x = prepare(img() if callable(img) else img, name)
+            if out is None:
+                out = np.empty((len(names),) + x.shape, np.float32)
+            out[i] = x
+            bar.update(1)
     return out
 
 

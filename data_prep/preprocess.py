@@ -85,14 +85,53 @@ class Preprocessor:
 
 
 def describe(size: int, crop, pixel_max: dict) -> dict:
-    """Manifest 'preprocessing' entry."""
+    """Manifest 'preprocessing' entry (`recipe()` reads its numbers back)."""
+    from data_prep.loaders import LUMA
+
     return {"steps": ["grayscale (0.299 R + 0.587 G + 0.114 B, float32)",
                       "centre crop" if crop is not None else "no crop",
                       "centre square crop to min(H, W) if not square",
                       f"resize to {size}x{size} ({RESAMPLE}, PIL, antialiased)",
                       "float32", "divide by pixel_max"],
-            "grayscale": "itu-r 601-2 luma", "crop": crop, "size": size, "resample": RESAMPLE,
+            "grayscale": "itu-r 601-2 luma", "luma": [float(w) for w in LUMA],
+            "crop": crop, "square": "centre", "size": size, "resample": RESAMPLE,
             "pixel_max": pixel_max}
+
+
+def recipe(manifest: dict, source: str = "manifest.json") -> dict | None:
+    """The numbers that re-run this module's pipeline on raw images (`tfsacnn.export`).
+
+    Returns {"size", "crop", "luma" (3 weights), "pixel_max" (of the train source), "mean",
+    "std" (None for "unit")}, or None when the manifest records no raw-image pipeline (an
+    empty `preprocessing`, as `write_dataset` writes without one). Manifests written before
+    "luma"/"square" were recorded used the same weights and the same square crop.
+    """
+    from data_prep.loaders import LUMA
+
+    p, norm = manifest.get("preprocessing") or {}, manifest.get("normalization") or {}
+    pixel_max = p.get("pixel_max")
+    if not isinstance(pixel_max, dict) or not pixel_max or "size" not in p:
+        return None
+    if p.get("resample", RESAMPLE) != RESAMPLE or p.get("square", "centre") != "centre":
+        raise DataError(f"{source}: preprocessing resample {p.get('resample')!r} / square "
+                        f"{p.get('square')!r} is not this version's ({RESAMPLE!r}, 'centre')")
+    method = norm.get("method", "unit")
+    if method == "standardize":
+        mean, std = norm.get("mean"), norm.get("std")
+        if not isinstance(mean, (int, float)) or not isinstance(std, (int, float)) or not std > 0:
+            raise DataError(f"{source}: normalization 'standardize' needs a number mean and a "
+                            f"positive std, got {mean!r} / {std!r}")
+    elif method == "unit":
+        mean = std = None
+    else:
+        raise DataError(f"{source}: unknown normalization method {method!r}")
+    crop = p.get("crop")
+    if crop is not None and not (isinstance(crop, (int, float)) and crop > 0):
+        raise DataError(f"{source}: preprocessing crop must be a positive number or null, got {crop!r}")
+    luma = p.get("luma", [float(w) for w in LUMA])
+    scale = float(pixel_max.get("train", next(iter(pixel_max.values()))))
+    return {"size": int(p["size"]), "crop": crop, "luma": [float(w) for w in luma],
+            "pixel_max": scale, "mean": mean, "std": std}
 
 
 def normalize(splits: dict, method: str, source: str = "train images") -> dict:

@@ -1,19 +1,16 @@
 """Write a dataset directory: GZIP TFRecord shards + manifest.json (schema_version 1).
 
 Layout and features are fixed in docs/internals.md. Everything is written into
-`OUT.tmp-<random>` next to OUT and renamed at the end, so OUT is either absent,
-the old dataset, or the complete new one.
+`OUT.tmp-<random>/` next to OUT and renamed at the end (`tfsacnn.files.atomic_dir`), so OUT
+is either absent, the old dataset, or the complete new one, and a failure leaves nothing.
 """
 from __future__ import annotations
 
 import datetime
 import json
 import math
-import os
 import re
-import secrets
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -157,7 +154,8 @@ class _quiet_nanmean:
 
 
 # --------------------------------------------------------------------------- writing
-from tfsacnn.files import check_out, sha256 as _sha256  # noqa: E402
+from tfsacnn.files import atomic_dir, check_out, sha256 as _sha256  # noqa: E402
+from tfsacnn.progress import progress_bar  # noqa: E402
 
 
 def _write_split(tmp: Path, name: str, split: dict, shard_size: int, bar) -> list[dict]:
@@ -224,8 +222,6 @@ def write_dataset(out, splits, *, neuron_ids=None, preprocessing=None, normaliza
     extra_manifest: extra top-level manifest keys (may not replace the standard ones).
     Raises DataError for invalid arrays or an existing `out` without overwrite=True.
     """
-    from tqdm import tqdm
-
     out = Path(out)
     size, n = _validate(splits)
     if neuron_ids is None:
@@ -235,45 +231,25 @@ def write_dataset(out, splits, *, neuron_ids=None, preprocessing=None, normaliza
         raise DataError(f"neuron_ids: need {n} unique ids, got {len(neuron_ids)} ({len(set(neuron_ids))} unique)")
     if int(shard_size) < 1:
         raise DataError(f"shard_size: must be >= 1, got {shard_size}")
-    check_out(out, overwrite, "manifest.json", "dataset", DataError)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f"{out.name}.tmp-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
-        total = sum(len(s["images"]) for s in splits.values())
-        with tqdm(total=total, desc=f"writing {out.name}", unit="ex", disable=not progress) as bar:
-            shards = {name: _write_split(tmp, name, s, int(shard_size), bar) for name, s in splits.items()}
-        for fname, write in (extra_files or {}).items():
-            write(tmp / fname)
-        manifest = _manifest(splits, shards, size, n, neuron_ids, preprocessing, normalization, sources, command)
-        clash = set(extra_manifest or {}) & set(manifest)
+    if extra_manifest:
+        clash = set(extra_manifest) & set(_manifest({}, {}, size, n, neuron_ids, None, None, None, ""))
         if clash:
             raise DataError(f"extra_manifest: keys {sorted(clash)} are reserved")
+    check_out(out, overwrite, "manifest.json", "dataset", DataError)
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        total = sum(len(s["images"]) for s in splits.values())
+        with progress_bar(total=total, desc=f"writing {out.name}", unit="ex",
+                          disable=not progress) as bar:
+            shards = {name: _write_split(tmp, name, s, int(shard_size), bar) for name, s in splits.items()}
+        for fname, write_extra in (extra_files or {}).items():
+            write_extra(tmp / fname)
+        manifest = _manifest(splits, shards, size, n, neuron_ids, preprocessing, normalization, sources, command)
         manifest.update(extra_manifest or {})
         with open(tmp / "manifest.json", "w") as f:
             json.dump(manifest, f, indent=1, allow_nan=False)
             f.write("\n")
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_dir(out, write)
     return out
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move tmp to out; an existing out is moved aside first and deleted afterwards."""
-    old = None
-    if out.exists() or out.is_symlink():
-        old = out.parent / f"{out.name}.old-{secrets.token_hex(4)}"
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()

@@ -228,7 +228,7 @@ def test_evaluate_bad_input_is_one_line(tiny_run, site, tmp_path, capsys):
     export_saved_model(model, run / "saved_model")
     (run / "metrics.json").unlink()
     assert "predicts NaN or inf for 3 neuron(s) on the val split" in error(
-        "--run", str(run), "--data", str(site))
+        "--run", str(run), "--data", str(site), "--split", "val")
     with pytest.raises(SystemExit) as exit_:             # a usage error: one line too
         evaluate.main(["--run", str(run), "--top-k", "0"])
     assert exit_.value.code == 2 and _one_line_error(capsys) == "error: --top-k: must be >= 1, got 0"

@@ -49,6 +49,7 @@ class TrainConfig:
     weight_decay: float = 0.0         # adamw only
     loss: str = "mse"
     seed: int = 0
+    shuffle: bool = True              # false: every epoch reads the train split in file order
     strategy: str = "auto"            # auto | default | mirrored | multiworker (TF); JAX:
                                       # auto | default | mirrored (keras.distribution)
     neurons_per_step: Optional[int] = None  # independent neurons trained together (memory

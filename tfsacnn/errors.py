@@ -19,24 +19,87 @@ def run_cli(fn, *args, path=None):
     """Call `fn(*args)`; turn a TfsacnnError or OSError into one stderr line and code 2.
 
     Returns the exit code (0 on success). `path` names the file in an OSError without one.
+    Open progress bars are closed first, so the error starts a line of its own.
     """
     try:
         fn(*args)
     except TfsacnnError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
     except OSError as e:
-        print(f"error: {e.filename or path}: {e.strerror or e}", file=sys.stderr)
+        where = e.filename if e.filename is not None else path
+        problem = e.strerror or str(e)
+        _error(problem if where is None else f"{where}: {problem}")
         return 2
     return 0
 
 
+def _error(message):
+    from .progress import end_bars
+
+    end_bars()
+    message = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help keeps the description's layout and shows each option's default.
+
+    An option whose help already says "(default..." is left alone; so are defaults of
+    None or False (the help says what happens without the option).
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("(default" in text or "%(default)" in text or not action.option_strings
+                or default is None or default is False or default == argparse.SUPPRESS
+                or action.required or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line too: `error: <arg>: <problem>`, exit 2."""
+    """argparse whose usage errors are one line too: `error: <arg>: <problem>`, exit 2.
+
+    --help shows every option's default (`HelpFormatter`; a plain or RawDescription
+    formatter_class is upgraded to it).
+    """
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("formatter_class") in (None, argparse.HelpFormatter,
+                                             argparse.RawDescriptionHelpFormatter):
+            kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
-        print(f"error: {message.removeprefix('argument ')}", file=sys.stderr)
+        _error(message.removeprefix("argument "))
         raise SystemExit(2)
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option: it sets the new option's `dest` and says so once.
+
+        p.add_argument("--top", dest="top_k", type=int, new="--top-k", action=DeprecatedAlias)
+    """
+
+    def __init__(self, option_strings, dest, new, **kwargs):
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_output_flags(parser):
+    """--quiet and --verbose, the same on every command that prints."""
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only errors (no progress, no result lines)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's start-up messages (absl, oneDNN, CUDA)")
 
 
 def int_at_least(lo):

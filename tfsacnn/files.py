@@ -42,15 +42,31 @@ def read_yaml(path, error=TfsacnnError):
 
 
 def write_text(path, text):
-    """Write `text` to `path` through a temporary file and a rename."""
+    """Write `text` to `path` through a temporary file in the same directory and a rename.
+
+    On any failure (disk full, bad encoding, Ctrl-C) the temporary file is removed and
+    `path` is untouched.
+    """
     path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = None
     try:
-        tmp.write_text(text)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes it 0600
         os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            pathlib.Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # name `path`, not the temporary file that is gone
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_out(path, overwrite, marker, what, error=TfsacnnError):
@@ -68,17 +84,30 @@ def check_out(path, overwrite, marker, what, error=TfsacnnError):
 
 
 def atomic_dir(path, write):
-    """Run `write(tmp_dir)` then rename tmp_dir to `path` (replacing an old one)."""
+    """Run `write(tmp)` for a fresh path `tmp` next to `path`, then rename it to `path`.
+
+    An old `path` is moved aside first and deleted after the rename (restored if the
+    rename fails), so `path` is always the old or the complete new one; on any failure
+    nothing temporary is left. `write` creates `tmp` (a file or a directory).
+    """
     path = pathlib.Path(path)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
+    old = None
     try:
-        target = tmp / "out"
+        target = scratch / "out"
         write(target)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(target, path)
+        if path.exists() or path.is_symlink():
+            old = scratch / "old"
+            os.replace(path, old)
+        try:
+            os.replace(target, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)
+            raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def sha256(path):

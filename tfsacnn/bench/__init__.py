@@ -20,23 +20,35 @@ from tfsacnn.errors import OneLineParser, run_cli  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     from tfsacnn.bench import data as bench_data, train as bench_train
 
-    p = OneLineParser(prog="python -m tfsacnn.bench", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m tfsacnn.bench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="training-step speed", description=bench_train.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench_train.add_arguments(train)
-    train.set_defaults(run=bench_train.main)
-    data = sub.add_parser("data", help="TFRecord write/read speed", description=bench_data.__doc__,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench_data.add_arguments(data)
-    data.set_defaults(run=bench_data.main)
+    for name, module, what in (("train", bench_train, "training-step speed"),
+                               ("data", bench_data, "TFRecord write/read speed")):
+        cmd = sub.add_parser(name, help=what, description=module.__doc__)
+        module.add_arguments(cmd)
+        cmd.add_argument("--quiet", action="store_true",
+                         help="print only errors (not even the JSON result line)")
+        cmd.add_argument("--verbose", action="store_true",
+                         help="also show TensorFlow's start-up messages (absl, oneDNN, CUDA)")
+        cmd.set_defaults(run=module.main)
     return p
 
 
 def main(argv=None) -> int:
+    import contextlib
+
+    from tfsacnn.quiet import quiet_tensorflow
+
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return run_cli(args.run, args)
+
+    def run():
+        quiet_tensorflow(args.verbose)
+        if not args.quiet:
+            return args.run(args)
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            return args.run(args)
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

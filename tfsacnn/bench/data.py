@@ -22,12 +22,12 @@ from tfsacnn.errors import int_at_least
 def add_arguments(parser) -> None:
     """Flags of the `data` subcommand."""
     pos = int_at_least(1)
-    parser.add_argument("--examples", type=pos, default=20000, help="examples to write (default 20000)")
-    parser.add_argument("--neurons", type=pos, default=300, help="neurons per example (default 300)")
-    parser.add_argument("--size", type=pos, default=50, help="image side (default 50)")
-    parser.add_argument("--batch-size", type=pos, default=256, help="read batch size (default 256)")
-    parser.add_argument("--shard-size", type=pos, default=2500, help="examples per shard (default 2500)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--examples", type=pos, default=20000, help="examples to write")
+    parser.add_argument("--neurons", type=pos, default=300, help="neurons per example")
+    parser.add_argument("--size", type=pos, default=50, help="image side in pixels")
+    parser.add_argument("--batch-size", type=pos, default=256, help="read batch size")
+    parser.add_argument("--shard-size", type=pos, default=2500, help="examples per shard")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and responses")
 
 
 def _synthetic(n: int, size: int, neurons: int, seed: int):

@@ -17,7 +17,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .. import config as config_lib  # noqa: E402
-from ..errors import OneLineParser, TfsacnnError, run_cli  # noqa: E402
+from ..errors import OneLineParser, TfsacnnError, add_output_flags, run_cli  # noqa: E402
+from ..progress import score_line  # noqa: E402
 from ..quiet import quiet_tensorflow  # noqa: E402
 
 DEMO_CONFIG = "demo"            # a shipped config (tfsacnn/configs/demo.yaml)
@@ -45,10 +46,7 @@ def build_parser():
                    help="continue RUN_DIR from its last complete epoch (default: off)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in RUN_DIR (default: off)")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bars or epoch lines, only the result (default: off)")
-    p.add_argument("--verbose", action="store_true",
-                   help="show TensorFlow's start-up lines (default: hidden)")
+    add_output_flags(p)
     return p
 
 
@@ -128,21 +126,14 @@ def run(args):
 
     out = args.out or f"runs/{cfg['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
-    if metrics is None:       # not the chief worker
-        return None
+    if metrics is None or args.quiet:       # not the chief worker, or --quiet
+        return metrics
     out = pathlib.Path(out)
     for split, entry in metrics["splits"].items():
-        m = entry["mean"]
         print(f"{split}, each neuron at its best epoch on {metrics['selection_split']}: "
-              f"corr {fmt(m['corr'])}  PT_J {fmt(m['pt_j'], 100)}%  PT_S {fmt(m['pt_s'], 100)}%  TOP {fmt(m['top_overlap'], 100)}%  "
-              f"peak height {fmt(m['peak_height'])}  ({len(metrics['neurons'])} neurons, "
-              f"{m['n_nan']} NaN)")
+              f"{score_line(entry['mean'])}  ({len(metrics['neurons'])} neurons)")
     print(f"run directory: {out}\nTensorBoard:   tensorboard --logdir {out / 'tensorboard'}")
     return metrics
-
-
-def fmt(v, scale=1.0):
-    return "nan" if v is None else f"{v * scale:.3f}" if scale == 1 else f"{v * scale:.1f}"
 
 
 def quiet_backend(verbose):

@@ -9,10 +9,9 @@ SA models) and RUN_DIR/config.yaml; `python -m tfsacnn.evaluate --run RUN_DIR --
 then computes metrics.json. Needs `pip install tfsacnn[torch]`. See tfsacnn.interop for
 what is converted. Errors: `error: <file>: <problem>` on one line, exit code 2.
 """
-import os
 import sys
 
-from ..errors import OneLineParser, run_cli
+from ..errors import OneLineParser, add_output_flags, run_cli
 
 # Kept here (not imported from interop) so that --help does not import TensorFlow.
 SUPPORTED = ("ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn", "ff_sa_cnn_star",
@@ -30,17 +29,21 @@ def parse_args(argv=None):
                    help="neuron_{i}.pth files in neuron order, or avg_*.pth site checkpoints")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR")
+    add_output_flags(p)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     def write():
         from .. import interop
+        from ..quiet import quiet_tensorflow
+
+        quiet_tensorflow(args.verbose)
         out = interop.write_run(args.model, args.pth, args.out, overwrite=args.overwrite)
-        print(f"wrote {out} ({args.model}, from {len(args.pth)} file(s))")
+        if not args.quiet:
+            print(f"wrote {out} ({args.model}, from {len(args.pth)} file(s))")
 
     return run_cli(write, path=args.out)
 

@@ -76,7 +76,7 @@ class TFStep(_Step):
 
         def fn(ctx):
             return data_lib.load(self.cfg.data.dir, "train",
-                                 ctx.get_per_replica_batch_size(t.batch_size), shuffle=True,
+                                 ctx.get_per_replica_batch_size(t.batch_size), shuffle=t.shuffle,
                                  seed=t.seed * 1000 + epoch, neurons=self.trainer.neurons,
                                  verify=False, input_context=ctx)
         return strategy.distribute_datasets_from_function(fn)
@@ -130,7 +130,7 @@ class JaxStep(_Step):
     def batches(self, epoch):
         t = self.cfg.train
         self.state = self._read_state()
-        return data_lib.numpy_batches(self.cfg.data.dir, "train", t.batch_size, shuffle=True,
+        return data_lib.numpy_batches(self.cfg.data.dir, "train", t.batch_size, shuffle=t.shuffle,
                                       seed=t.seed * 1000 + epoch, neurons=self.trainer.neurons)
 
     def __call__(self, batch):

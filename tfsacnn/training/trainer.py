@@ -124,8 +124,8 @@ class Trainer:
     def default_callbacks(self, best, steps):
         t = self.cfg.train
         out = [best, cb.NaNGuard(),
-               cb.ProgressBar(steps, t.epochs, t.batch_size,
-                              disable=not self.chief or self.quiet),
+               cb.ProgressBar(steps, t.epochs, t.batch_size,       # None: on a terminal
+                              disable=True if not self.chief or self.quiet else None),
                cb.EpochLog(t.epochs, self.log)]
         if self.chief:
             out.append(cb.Checkpoint(t.checkpoint_every, t.epochs, best))
