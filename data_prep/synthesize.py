@@ -2,6 +2,7 @@
 
     python -m data_prep.synthesize --out DATA/synth
     python -m data_prep.synthesize --out DATA/tiny --neurons 8 --train 1000 --val 200 --seed 1
+    python -m data_prep.synthesize --out DATA/gated --surround-model gated
 
 Stimuli are procedural natural-like images (data_prep.stimuli: dead leaves at many
 scales with a ~1/f^2 spectrum, texture patches, contours through the centre, luminance
@@ -9,7 +10,8 @@ and contrast variation), or real image files with --images DIR (read and resized
 like build_tfrecords does). The model neurons (data_prep.v1_model) have a classical
 receptive field near the image centre; a --surround-fraction of them are modulated by
 the image outside it (iso-orientation divisive suppression and collinear
-facilitation), the rest are controls. Train responses are single noisy trials; val
+facilitation; with --surround-model gated, suppression gated by how well the
+surround's orientations match the centre's), the rest are controls. Train responses are single noisy trials; val
 (and test) have --repeats trials per image and the target is their mean.
 
 The dataset goes through data_prep.writer (same shards and manifest as
@@ -33,7 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from data_prep import stimuli, v1_model  # noqa: E402
-from tfsacnn.errors import ConfigError, DataError, OneLineParser, int_at_least, run_cli  # noqa: E402
+from tfsacnn.errors import (ConfigError, DataError, OneLineParser, add_output_flags,  # noqa: E402
+                            int_at_least, run_cli)
 from tfsacnn.files import check_out  # noqa: E402
 
 __all__ = ["synthesize", "response_statistics", "statistics_summary", "generate_site", "main",
@@ -100,10 +103,13 @@ def _load_real_images(path, counts, size, rng):
 
 
 def generate_site(neurons=32, train=5000, val=1000, test=0, repeats=10, size=50, seed=0,
-                  surround_fraction=0.7, images=None, log=None):
+                  surround_fraction=0.7, images=None, log=None, surround_model="fixed"):
     """Simulate a site in memory (no files). Returns a dict with ``splits`` (writer format),
     ``params`` (calibrated), ``noise_free`` per split, ``noise_ceiling`` per repeated split,
-    ``crf_only_corr`` (val), ``image_ids`` (real images only) and ``pixel_max``."""
+    ``crf_only_corr`` (val), ``image_ids`` (real images only), ``pixel_max`` and, for a
+    gated surround, ``gate`` per split ((N, n) gate values q, 0 for controls).
+    ``surround_model`` "fixed" | "gated" (data_prep.v1_model); the stimuli, neurons and
+    noise of the same ``seed`` are the same for both."""
     log = log or (lambda msg: None)
     counts = {"train": int(train), "val": int(val), "test": int(test)}
     ss = np.random.SeedSequence(int(seed))
@@ -122,7 +128,8 @@ def generate_site(neurons=32, train=5000, val=1000, test=0, repeats=10, size=50,
         f"({time.perf_counter() - t:.1f} s)")
 
     t = time.perf_counter()
-    params = v1_model.sample_neurons(int(neurons), size, np.random.default_rng(s_neu), surround_fraction)
+    params = v1_model.sample_neurons(int(neurons), size, np.random.default_rng(s_neu), surround_fraction,
+                                     surround_model)
     names = [k for k in SPLITS if k in imgs]
     d = {k: v1_model.drives(imgs[k], params) for k in names}
     # calibrate on every generated image (the stimulus ensemble of the "recording")
@@ -143,9 +150,12 @@ def generate_site(neurons=32, train=5000, val=1000, test=0, repeats=10, size=50,
             splits[k] = {"images": imgs[k], "responses": mean, "repeats": trials}
             ceiling[k] = _corr_columns(mean.astype(np.float64), clean[k])
     crf_only = v1_model.combine(d["val"], params, context=False)
-    return {"splits": splits, "params": params, "noise_free": clean, "noise_ceiling": ceiling,
-            "crf_only_corr": _corr_columns(crf_only, clean["val"]), "image_ids": ids,
-            "pixel_max": pixel_max}
+    out = {"splits": splits, "params": params, "noise_free": clean, "noise_ceiling": ceiling,
+           "crf_only_corr": _corr_columns(crf_only, clean["val"]), "image_ids": ids,
+           "pixel_max": pixel_max}
+    if surround_model == "gated":
+        out["gate"] = {k: d[k]["gate"] for k in names}
+    return out
 
 
 def _ground_truth_writer(site, seed, size):
@@ -157,6 +167,9 @@ def _ground_truth_writer(site, seed, size):
         arrays.update(crf_only_corr=site["crf_only_corr"], model_version=np.int64(v1_model.MODEL_VERSION),
                       image_size=np.int64(size), seed=np.int64(seed),
                       neuron_ids=np.array([f"n{j:03d}" for j in range(len(site["params"]["x0"]))]))
+        if "gate" in site:           # fixed sites keep the bytes they had before the option
+            arrays["surround_model"] = np.str_("gated")
+            arrays.update({f"{k}_gate": v.astype(np.float32) for k, v in site["gate"].items()})
         with open(path, "wb") as f:
             np.savez(f, **arrays)
     return write
@@ -168,7 +181,7 @@ def _rounded(a, nd=4):
 
 def synthesize(out, neurons=32, train=5000, val=1000, test=0, repeats=10, size=50, seed=0,
                surround_fraction=0.7, images=None, overwrite=False, progress=True, command=None,
-               shard_size=10000) -> Path:
+               shard_size=10000, surround_model="fixed") -> Path:
     """Simulate a site and write it to ``out`` (shards, manifest.json, ground_truth.npz).
 
     Raises ConfigError for bad arguments and DataError for an existing ``out`` without
@@ -181,6 +194,9 @@ def synthesize(out, neurons=32, train=5000, val=1000, test=0, repeats=10, size=5
             raise ConfigError(f"--{name.replace('_', '-')}: must be an integer >= {lo}, got {v!r}")
     if not 0.0 <= float(surround_fraction) <= 1.0:
         raise ConfigError(f"--surround-fraction: must be in [0, 1], got {surround_fraction}")
+    if surround_model not in v1_model.SURROUND_MODELS:
+        raise ConfigError(f"--surround-model: must be one of {', '.join(v1_model.SURROUND_MODELS)}, "
+                          f"got {surround_model!r}")
     out = Path(out)
     check_out(out, overwrite, "manifest.json", "dataset", DataError)
     if images is not None and not Path(images).exists():
@@ -190,7 +206,8 @@ def synthesize(out, neurons=32, train=5000, val=1000, test=0, repeats=10, size=5
         if progress:
             print(f"synthesize: {msg}", file=sys.stderr, flush=True)
 
-    site = generate_site(neurons, train, val, test, repeats, size, seed, surround_fraction, images, log)
+    site = generate_site(neurons, train, val, test, repeats, size, seed, surround_fraction, images, log,
+                         surround_model)
     p = site["params"]
     val_stats = statistics_summary(site["splits"]["val"]["responses"])
     summary = {
@@ -208,6 +225,10 @@ def synthesize(out, neurons=32, train=5000, val=1000, test=0, repeats=10, size=5
                                         "whose surround terms are fixed at their means",
                           "per_neuron": _rounded(site["crf_only_corr"])},
         "val_statistics_median": {k: round(v, 5) for k, v in val_stats.items()},
+        **({"surround_model": "gated", "gate": {
+            "offset": v1_model.GATE_OFFSET, "width": v1_model.GATE_WIDTH,
+            "val_median_surround_neurons": round(float(np.median(site["gate"]["val"][:, p["has_surround"]])), 4)
+            if p["has_surround"].any() else None}} if surround_model == "gated" else {}),
         "ground_truth": "ground_truth.npz",
         "noise_free_responses": "data_prep.v1_model.responses(images, "
                                 "data_prep.v1_model.load_params(DIR / 'ground_truth.npz'))",
@@ -238,7 +259,8 @@ def synthesize(out, neurons=32, train=5000, val=1000, test=0, repeats=10, size=5
         command = "python -m data_prep.synthesize " + shlex.join(
             ["--out", str(out), "--neurons", str(neurons), "--train", str(train), "--val", str(val),
              "--test", str(test), "--repeats", str(repeats), "--size", str(size), "--seed", str(seed),
-             "--surround-fraction", str(surround_fraction)] + (["--images", str(images)] if images else []))
+             "--surround-fraction", str(surround_fraction)] + (["--images", str(images)] if images else [])
+            + (["--surround-model", surround_model] if surround_model != "fixed" else []))
     from data_prep.writer import write_dataset  # deferred: imports TensorFlow when writing
     t = time.perf_counter()
     path = write_dataset(out, site["splits"], neuron_ids=[f"n{j:03d}" for j in range(int(neurons))],
@@ -278,12 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset (default 0)")
     p.add_argument("--surround-fraction", type=_fraction, default=0.7,
                    help="fraction of neurons with contextual modulation (default 0.7)")
+    p.add_argument("--surround-model", choices=v1_model.SURROUND_MODELS, default="fixed",
+                   help="fixed (default): suppression pools tuned to the neuron's orientation; "
+                        "gated: suppression gated by how well the surround's orientations match "
+                        "the centre's (docs/synthetic_site.md)")
     p.add_argument("--images", type=Path, default=None,
                    help="use real images (directory, .txt list or .npy, as build_tfrecords reads them) "
                         "instead of procedural ones")
     p.add_argument("--shard-size", type=int_at_least(1), default=10000, help="examples per shard (default 10000)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_output_flags(p)
     return p
 
 
@@ -292,12 +318,17 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def write():
+        from tfsacnn.quiet import quiet_tensorflow
+
+        quiet_tensorflow(args.verbose)
         out = synthesize(args.out, neurons=args.neurons, train=args.train, val=args.val, test=args.test,
                          repeats=args.repeats, size=args.size, seed=args.seed,
                          surround_fraction=args.surround_fraction, images=args.images,
                          overwrite=args.overwrite, progress=not args.quiet, shard_size=args.shard_size,
+                         surround_model=args.surround_model,
                          command="python -m data_prep.synthesize " + shlex.join(argv))
-        print(f"wrote {out}")
+        if not args.quiet:
+            print(f"wrote {out}")
 
     code = run_cli(write, path=args.out)
     if code:

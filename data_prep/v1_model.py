@@ -29,6 +29,25 @@ Each neuron ``n`` (parameters: ``sample_neurons``; all lengths in pixels):
       g = E * (1 + facilitation_weight * F^ / (1 + F^ / 4)) / (1 + suppression_weight * S^)
 
   Facilitation only multiplies an existing CRF drive (flankers alone do not drive).
+
+- **Gated surround** (``surround_model="gated"``, an option; ``"fixed"`` above is the
+  default). The suppression pool is no longer tuned to the neuron's preferred
+  orientation but gated by the *relation between centre and surround content*
+  (flexible normalization, Coen-Cagli, Kohn & Schwartz 2015; iso-surround suppression
+  relative to the centre stimulus, Cavanaugh, Bair & Movshon 2002). With ``c_o`` and
+  ``s_o`` the orientation-energy profiles (8 orientations, each summed over the bank's
+  frequencies with the neuron's frequency weights) pooled over the CRF disc (Gaussian
+  ``sigma``) and over the annulus ``a``, and ``rho`` their Pearson correlation over
+  orientations::
+
+      q = 1 / (1 + exp(-(rho - gate_offset) / gate_width))       (gate, in (0, 1))
+      S = q * sum_o s_o                                             (gated suppression drive)
+
+  ``q`` is near 1 when the surround's orientations match the centre's (dependent
+  centre and surround: normalised by the surround) and near 0 when they differ (the
+  suppression is released). ``S^ = S / s_norm`` and ``g`` are as above; the
+  facilitation term is unchanged. ``gate_offset`` and ``gate_width`` are fixed
+  constants (``GATE_OFFSET``, ``GATE_WIDTH``), not fitted.
   ``suppression_weight`` and ``facilitation_weight`` are ``surround_strength`` times a
   per-neuron mix; control neurons have both = 0 and ``g = E`` exactly.
 
@@ -43,6 +62,7 @@ Each neuron ``n`` (parameters: ``sample_neurons``; all lengths in pixels):
   additive Gaussian noise (``noise_sd``): two-photon-like single trials. ``baseline``
   plus noise gives the negative dF/F values of real data.
 
+``surround_factor(d, params)`` is ``g / E``, the surround's multiplicative effect.
 ``responses(images, params)`` gives the noise-free responses of any images from a
 parameter dict (e.g. ``load_params(DIR / "ground_truth.npz")``). Control neurons'
 responses depend on pixels with ``r <= crf_radius`` only (``crf_mask``), bit for bit.
@@ -55,6 +75,8 @@ import scipy.fft as sfft
 __all__ = [
     "PARAM_NAMES", "MODEL_VERSION", "sample_neurons", "crf_mask", "drives", "combine",
     "calibrate", "responses", "noisy_trials", "load_params", "crf_filters",
+    "SURROUND_MODELS", "GATE_PARAM_NAMES", "GATE_OFFSET", "GATE_WIDTH", "surround_model",
+    "surround_factor", "select_neurons",
 ]
 
 MODEL_VERSION = 1
@@ -71,14 +93,27 @@ PARAM_NAMES = (
     "s_norm", "f_norm", "threshold", "g_ref",
 )
 _CALIBRATED = ("s_norm", "f_norm", "threshold", "g_ref")
+SURROUND_MODELS = ("fixed", "gated")
+#: extra per-neuron parameters of a gated site (absent from fixed sites, which stay
+#: byte-identical to those written before the option existed)
+GATE_PARAM_NAMES = ("gate_offset", "gate_width")
+#: Gate constants, fixed before any model was trained on a gated site (docs/synthetic_site.md):
+#: rho = 0 (unrelated centre and surround orientations) half-suppresses; the logistic
+#: goes from 0.12 to 0.88 between rho = -0.5 and 0.5.
+GATE_OFFSET = 0.0
+GATE_WIDTH = 0.25
 
 
-def sample_neurons(n, size=50, rng=None, surround_fraction=0.7):
+def sample_neurons(n, size=50, rng=None, surround_fraction=0.7, surround_model="fixed"):
     """Draw ``n`` neurons' parameters: dict of (n,) float64 arrays (``has_surround`` bool).
 
     ``round(surround_fraction * n)`` neurons, chosen at random, get a surround; the
     others are controls. The calibrated entries are NaN until ``calibrate``.
+    ``surround_model="gated"`` adds the constant ``GATE_PARAM_NAMES`` arrays (no random
+    draws: the other parameters are those of the fixed site of the same ``rng``).
     """
+    if surround_model not in SURROUND_MODELS:
+        raise ValueError(f"surround_model must be one of {SURROUND_MODELS}, got {surround_model!r}")
     if not 0.0 <= surround_fraction <= 1.0:
         raise ValueError(f"surround_fraction must be in [0, 1], got {surround_fraction}")
     rng = np.random.default_rng(rng)
@@ -116,11 +151,19 @@ def sample_neurons(n, size=50, rng=None, surround_fraction=0.7):
     p["gain_noise"] = np.full(n, 0.3)
     for k in _CALIBRATED:
         p[k] = np.full(n, np.nan)
+    if surround_model == "gated":
+        p["gate_offset"] = np.full(n, GATE_OFFSET)
+        p["gate_width"] = np.full(n, GATE_WIDTH)
     return {k: (v if k == "has_surround" else np.asarray(v, np.float64)) for k, v in p.items()}
 
 
 def _n(params):
     return len(params["x0"])
+
+
+def surround_model(params):
+    """"gated" when ``params`` has the gate parameters, else "fixed"."""
+    return "gated" if all(k in params for k in GATE_PARAM_NAMES) else "fixed"
 
 
 def _dist(params, xs, ys):
@@ -236,6 +279,23 @@ class _Bank:
         w_fac = fac / fac.sum(1, keepdims=True)
         return w_sup.astype(np.float32), w_fac.astype(np.float32)
 
+    def frequency_weights(self, params):
+        """(n, K) float32: each neuron's spatial-frequency weights over the channels, summing
+        to 1 (orientation-untuned; the gated pools use them)."""
+        sf = np.array([c[1] for c in self.chan])[None, :]
+        lf = np.log2(sf / params["sf"][:, None])
+        wsf = np.exp(-lf ** 2 / (2 * 0.6 ** 2))
+        return (wsf / wsf.sum(1, keepdims=True)).astype(np.float32)
+
+    def disc(self, params):
+        """(Pc, n) float32: the CRF disc pool (Gaussian ``sigma``, r <= crf_radius), sum 1."""
+        dx, dy = _dist(params, self.xs, self.ys)
+        r2 = dx ** 2 + dy ** 2
+        w = (np.exp(-r2 / (2 * params["sigma"][:, None] ** 2))
+             * (r2 <= params["crf_radius"][:, None] ** 2))
+        w /= w.sum(1, keepdims=True) + 1e-12
+        return w.T.astype(np.float32)
+
     def maps(self, params):
         """Spatial pools at the coarse positions: annulus (Pc, n), collinear band (Pc, n)."""
         dx, dy = _dist(params, self.xs, self.ys)
@@ -253,11 +313,24 @@ class _Bank:
         return ann.T.astype(np.float32), col.T.astype(np.float32)
 
 
+def gate(center, surround, offset, width):
+    """Flexible-normalization gate: (..., n) in (0, 1) from orientation profiles
+    ``center`` and ``surround`` (..., O, n) (Pearson r over the O orientations, then a
+    logistic of ``(r - offset) / width``; a flat profile counts as r = 0)."""
+    c = center - center.mean(-2, keepdims=True)
+    s = surround - surround.mean(-2, keepdims=True)
+    den = np.sqrt((c * c).sum(-2) * (s * s).sum(-2))
+    rho = np.where(den > 0, (c * s).sum(-2) / np.where(den > 0, den, 1.0), 0.0)
+    return 1.0 / (1.0 + np.exp(-(rho - offset) / width))
+
+
 def drives(images, params, chunk=500):
     """Raw drives for (N, S, S) images: dict of (N, n) float64 ``crf``, ``sup``, ``fac``.
 
     ``crf`` is the CRF energy E; ``sup`` and ``fac`` are the unnormalised surround
-    pools S and F (0 for control neurons, which skip the bank entirely).
+    pools S and F (0 for control neurons, which skip the bank entirely). A gated site
+    (``surround_model(params) == "gated"``) also gives ``gate`` (the gate q; 0 for
+    controls), and its ``sup`` is the gated drive ``q * sum_o s_o``.
     """
     images = np.asarray(images, np.float32)
     if images.ndim == 4 and images.shape[-1] == 1:
@@ -280,19 +353,43 @@ def drives(images, params, chunk=500):
     sur = np.nonzero(np.asarray(params["has_surround"], bool))[0]
     if len(sur) == 0 or N == 0:
         return out
-    sub = {k: np.asarray(params[k])[sur] for k in PARAM_NAMES}
+    gated = surround_model(params) == "gated"
+    names = PARAM_NAMES + (GATE_PARAM_NAMES if gated else ())
+    sub = {k: np.asarray(params[k])[sur] for k in names}
     bank = _Bank(size)
     w_sup, w_fac = bank.weights(sub)
     ann, col = bank.maps(sub)
-    pools = np.concatenate([ann, col], axis=1)              # (Pc, 2m)
     m = len(sur)
+    if gated:
+        out["gate"] = np.zeros((N, n))
+        pools = np.concatenate([ann, col, bank.disc(sub)], axis=1)     # (Pc, 3m)
+        w_sf = bank.frequency_weights(sub)                             # (m, K)
+        n_sf, n_or = len(bank.sfs), len(bank.thetas)
+    else:
+        pools = np.concatenate([ann, col], axis=1)              # (Pc, 2m)
     for s in range(0, N, chunk):
         e = bank.energy(images[s:s + chunk])               # (b, K, Pc)
         b, K, _ = e.shape
-        q = (e.reshape(b * K, -1) @ pools).reshape(b, K, 2 * m)
-        out["sup"][s:s + b, sur] = np.einsum("bkn,nk->bn", q[..., :m], w_sup)
-        out["fac"][s:s + b, sur] = np.einsum("bkn,nk->bn", q[..., m:], w_fac)
+        q = (e.reshape(b * K, -1) @ pools).reshape(b, K, pools.shape[1])
+        out["fac"][s:s + b, sur] = np.einsum("bkn,nk->bn", q[..., m:2 * m], w_fac)
+        if not gated:
+            out["sup"][s:s + b, sur] = np.einsum("bkn,nk->bn", q[..., :m], w_sup)
+            continue
+        # orientation profiles (b, O, m): channels are ordered sf-major, orientation-minor
+        prof = (q.astype(np.float64) * np.concatenate([w_sf.T] * 3, axis=1)[None]
+                ).reshape(b, n_sf, n_or, 3 * m).sum(1)
+        s_prof, c_prof = prof[..., :m], prof[..., 2 * m:]
+        g = gate(c_prof, s_prof, sub["gate_offset"], sub["gate_width"])
+        out["gate"][s:s + b, sur] = g
+        out["sup"][s:s + b, sur] = g * s_prof.sum(1)
     return out
+
+
+def surround_factor(d, params):
+    """(N, n) float64 ``g / E``: the surround's multiplicative effect on the CRF drive
+    (1 for controls; NaN where E = 0), from drives ``d`` and calibrated ``params``."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(d["crf"] > 0, _modulated(d, params) / d["crf"], np.nan)
 
 
 def _modulated(d, params, context=True):
@@ -354,10 +451,16 @@ def noisy_trials(clean, params, rng, n_trials):
     return params["baseline"] + evoked[:, None, :] * gain + add
 
 
+def select_neurons(params, index):
+    """The parameter dict of the neurons ``index`` (indices or a bool mask) only."""
+    return {k: (v if np.ndim(v) == 0 else np.asarray(v)[index]) for k, v in params.items()}
+
+
 def load_params(source):
     """Parameter dict from a ``ground_truth.npz`` path (or an open NpzFile / dict).
 
-    Holds the ``PARAM_NAMES`` arrays, plus ``image_size`` when the source has it
+    Holds the ``PARAM_NAMES`` arrays, the ``GATE_PARAM_NAMES`` ones of a gated site,
+    plus ``image_size`` when the source has it
     (``drives`` then refuses images of another size)."""
     if isinstance(source, dict):
         src = source
@@ -369,6 +472,8 @@ def load_params(source):
         raise KeyError(f"ground truth lacks parameters: {', '.join(missing)}")
     out = {k: (np.asarray(src[k], bool) if k == "has_surround" else np.asarray(src[k], np.float64))
            for k in PARAM_NAMES}
+    if all(k in src for k in GATE_PARAM_NAMES):
+        out.update({k: np.asarray(src[k], np.float64) for k in GATE_PARAM_NAMES})
     if "image_size" in src:
         out["image_size"] = int(src["image_size"])
     return out

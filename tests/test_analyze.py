@@ -262,3 +262,86 @@ def test_plot_synthetic_truncated_real_npy_is_named(tmp_path, capsys):
     assert e.value.code == 2
     assert _one_error_line(capsys).startswith(f"error: {real}: ")
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- causal surround test
+@pytest.fixture(scope="module")
+def neurons_and_images():
+    """A tiny gated site in memory (2 surround neurons, 2 controls) and its val images."""
+    from data_prep.synthesize import generate_site
+
+    s = generate_site(neurons=4, train=10, val=60, seed=2, surround_fraction=0.5, surround_model="gated")
+    return s["params"], s["splits"]["val"]["images"][..., None]
+
+
+def test_composite_keeps_crf_pixels_exactly_and_the_surround_beyond_the_seam():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, 50, 50, 1)).astype("float32"), rng.random((3, 50, 50, 1)).astype("float32")
+    w = analyze.crf_weights(50, [24.5, 20.0], [24.5, 27.0], [5.0, 4.2], seam=2.0)
+    y, x = np.mgrid[0:50, 0:50]
+    for j, (x0, y0, r) in enumerate([(24.5, 24.5, 5.0), (20.0, 27.0, 4.2)]):
+        comp = analyze.crf_composite(a, b, w[j])
+        dist = np.hypot(x - x0, y - y0)
+        inside, beyond = dist <= r, dist >= r + 2.0
+        assert comp.dtype == a.dtype and inside.sum() > 40
+        assert (comp[:, inside] == a[:, inside]).all()
+        assert (comp[:, beyond] == b[:, beyond]).all()
+        seam = ~inside & ~beyond
+        lo, hi = np.minimum(a, b)[:, seam], np.maximum(a, b)[:, seam]
+        assert ((comp[:, seam] >= lo - 1e-6) & (comp[:, seam] <= hi + 1e-6)).all()
+    pairs = analyze.swap_pairs(5, 50, seed=0)
+    assert pairs.shape == (50, 2) and (pairs[:, 0] != pairs[:, 1]).all() and pairs.max() < 5
+    np.testing.assert_array_equal(pairs, analyze.swap_pairs(5, 50, seed=0))
+
+
+def test_causal_surround_truth_scores_one_and_a_crf_only_model_zero(neurons_and_images):
+    from data_prep import v1_model
+
+    params, images = neurons_and_images
+    has = params["has_surround"]
+    truth = lambda x: v1_model.responses(x[..., 0], params)            # noqa: E731
+    res = analyze.causal_surround(truth, images, params, n_pairs=40)
+    assert res["model_change"].shape == res["true_change"].shape == (40, 4)
+    np.testing.assert_allclose(res["corr"][has], 1.0, atol=1e-9)
+    np.testing.assert_allclose(res["slope"][has], 1.0, atol=1e-9)
+    assert (res["true_change"][:, ~has] == 0).all()                     # controls: 0 by construction
+    assert np.isnan(res["slope"][~has]).all() and (res["change_rms"][~has] == 0).all()
+    assert (res["change_rms"][has] > 0.05).all()                        # the swap matters there
+    # a model that only sees each CRF disc (here: the controls' own CRF responses for all)
+    masks = v1_model.crf_mask(params, 50)
+    blind = lambda x: np.einsum("bij,nij->bn", x[..., 0].astype(np.float64), masks)  # noqa: E731
+    res = analyze.causal_surround(blind, images, params, n_pairs=40)
+    assert (res["model_change"] == 0).all() and (res["change_rms"] == 0).all()
+    summary = analyze.causal_summary(res)
+    assert summary["surround"]["n"] == 2 and summary["control"]["false_surround"] == 0.0
+    assert summary["surround"]["corr"] is None          # a constant change has no correlation
+    # a model that reads the whole image gets a false surround on the controls
+    whole = lambda x: np.repeat(x[..., 0].mean((1, 2))[:, None], 4, axis=1)  # noqa: E731
+    res = analyze.causal_surround(whole, images, params, n_pairs=40)
+    assert (res["change_rms"][~has] > 0.1).all()
+
+
+def test_surround_score_slope_and_corr_of_a_scaled_noisy_copy():
+    rng = np.random.default_rng(3)
+    t = rng.normal(size=(500, 2))
+    m = 0.5 * t + 0.05 * rng.normal(size=(500, 2))
+    sc = analyze.surround_score(m, t, scale=np.ones(2))
+    np.testing.assert_allclose(sc["slope"], 0.5, atol=0.02)
+    assert (sc["corr"] > 0.98).all() and (sc["corr"] <= 1).all()
+    np.testing.assert_allclose(sc["change_rms"], np.sqrt((m ** 2).mean(0)))
+
+
+def test_cli_causal_surround_on_a_simulated_site(tmp_path, capsys):
+    from data_prep.synthesize import synthesize
+
+    site = synthesize(tmp_path / "site", neurons=2, train=10, val=30, repeats=2, seed=1,
+                      surround_fraction=0.5, progress=False)
+    run, _ = _make_run(tmp_path / "runs", "ff_cnn", site, neurons=(0, 1))
+    out = tmp_path / "out"
+    assert analyze.main(["--run", str(run), "--out", str(out)]) == 0
+    got = json.loads((out / "analysis.json").read_text())["causal_surround"]
+    assert got["surround"]["n"] == 1 and got["control"]["n"] == 1
+    assert got["control"]["false_surround"] > 0          # ff_cnn reads the whole image
+    with np.load(out / "causal_surround.npz") as z:
+        assert z["model_change"].shape == (analyze.SURROUND_PAIRS, 2)
+        assert (z["true_change"][:, ~z["has_surround"]] == 0).all()

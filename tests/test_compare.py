@@ -71,14 +71,14 @@ def test_paired_stats(two_runs):
     # corr diffs over the 3 neurons where B is not NaN: 0.1, 0, 0.2
     assert rb["corr_diff"] == pytest.approx(0.1)
     assert (rb["corr_n_improved"], rb["corr_n_paired"]) == (2, 3)
-    assert rb["corr_p"] == pytest.approx(stats.wilcoxon([0.1, 0.0, 0.2]).pvalue)
+    assert rb["corr_p"] == pytest.approx(stats.wilcoxon([0.1, 0.0, 0.2], zero_method="zsplit").pvalue)
     # pt_s diffs (%): 10, 0, 10, 10 -> mean 7.5, 3 improved of 4
     assert rb["pt_s_pct_diff"] == pytest.approx(7.5)
     assert (rb["pt_s_n_improved"], rb["pt_s_n_paired"]) == (3, 4)
-    assert rb["pt_s_p"] == pytest.approx(stats.wilcoxon([10.0, 0.0, 10.0, 10.0]).pvalue)
+    assert rb["pt_s_p"] == pytest.approx(stats.wilcoxon([10.0, 0.0, 10.0, 10.0], zero_method="zsplit").pvalue)
     # pt_j diffs (%): 10, 0, -20, 20 -> mean 2.5, 2 improved
     assert rb["pt_j_pct_diff"] == pytest.approx(2.5) and rb["pt_j_n_improved"] == 2
-    assert rb["pt_j_p"] == pytest.approx(stats.wilcoxon([10.0, 0.0, -20.0, 20.0]).pvalue)
+    assert rb["pt_j_p"] == pytest.approx(stats.wilcoxon([10.0, 0.0, -20.0, 20.0], zero_method="zsplit").pvalue)
 
 
 def test_paired_larger_sample_matches_scipy(tmp_path):
@@ -88,7 +88,7 @@ def test_paired_larger_sample_matches_scipy(tmp_path):
     a = make_run(tmp_path, "a", corr=x.tolist(), pt_j=[0.1] * 60, pt_s=[0.1] * 60)
     b = make_run(tmp_path, "b", corr=y.tolist(), pt_j=[0.1] * 60, pt_s=[0.1] * 60)
     rb = C.compare_runs([a, b]).iloc[1]
-    assert rb["corr_p"] == pytest.approx(stats.wilcoxon(y - x).pvalue)
+    assert rb["corr_p"] == pytest.approx(stats.wilcoxon(y - x, zero_method="zsplit").pvalue)
     assert rb["corr_n_improved"] == int(np.sum(y > x))
     assert rb["pt_j_p"] == 1.0 and rb["pt_j_n_improved"] == 0    # all differences zero
 
@@ -99,7 +99,7 @@ def test_paired_keeps_equal_gains_tied():
     base = np.array([0.6, 0.6, 0.5, 0.5, 0.3, 1.0, 0.0, 0.6, 0.8, 0.4, 0.5, 0.6])
     run = np.array([0.7, 0.7, 0.4, 0.9, 0.5, 0.9, 0.7, 0.4, 0.5, 0.6, 0.9, 0.4])
     exact = [1, 1, -1, 4, 2, -1, 7, -2, -3, 2, 4, -2]          # the gains in tenths
-    p = stats.wilcoxon(exact).pvalue
+    p = stats.wilcoxon(exact, zero_method="zsplit").pvalue
     assert len(set((run - base).tolist())) > len(set(exact))   # the float noise is there
     s = C.paired(run, base)
     assert s["p"] == pytest.approx(p) and p == pytest.approx(0.36865234375)
@@ -155,13 +155,13 @@ def test_cli_outputs(two_runs, tmp_path, capsys):
     md = out.read_text()
     assert "| run | model | params/neuron | neurons | CORR | PT_S % | PT_J % |" in md
     assert "0.300 ± 0.100" in md and "25.0 ±" in md and "baseline" in md
-    assert "+0.100 (2/3, p=" in md and "+7.5 (3/4, p=" in md
+    assert "+0.100 [" in md and "] (2/3, p=" in md and "+7.5 [" in md and "] (3/4, p=" in md
     assert "46,017" in md and "4 (1 NaN)" in md
     assert md.split("\n", 2)[2] in printed                       # same table on stdout
     csv = pd.read_csv(out.with_suffix(".csv"))
     assert csv["run"].tolist() == [str(a), str(b)]
     assert csv.loc[1, "corr"] == pytest.approx(0.3) and csv.loc[1, "pt_s_pct"] == pytest.approx(25.0)
-    assert csv.loc[1, "corr_p"] == pytest.approx(stats.wilcoxon([0.1, 0.0, 0.2]).pvalue)
+    assert csv.loc[1, "corr_p"] == pytest.approx(stats.wilcoxon([0.1, 0.0, 0.2], zero_method="zsplit").pvalue)
 
 
 def test_peaks_columns(tmp_path, capsys):
@@ -177,12 +177,12 @@ def test_peaks_columns(tmp_path, capsys):
     assert (rb["top_overlap_n_improved"], rb["top_overlap_n_paired"]) == (1, 3)
     # height diffs 0.2, 0, 0.3 -> mean 1/6, 2 improved; Wilcoxon on the same differences
     assert rb["peak_height_diff"] == pytest.approx(0.5 / 3) and rb["peak_height_n_improved"] == 2
-    assert rb["peak_height_p"] == pytest.approx(stats.wilcoxon([0.2, 0.0, 0.3]).pvalue)
+    assert rb["peak_height_p"] == pytest.approx(stats.wilcoxon([0.2, 0.0, 0.3], zero_method="zsplit").pvalue)
     out = tmp_path / "t.md"
     assert C.main([str(a), str(b), "--peaks", "--out", str(out)]) == 0
     md = out.read_text()
     assert "| CORR | PT_S % | PT_J % | TOP % | peak height |" in md
-    assert "63.3 ±" in md and "+3.3 (1/3, p=" in md and "+0.17 (2/3, p=" in md
+    assert "63.3 ±" in md and "] (1/3, p=" in md and "] (2/3, p=" in md
     assert not list(tmp_path.glob("*.tmp"))
     old = make_run(tmp_path, "old", corr=[0.1] * 3, pt_j=[0] * 3, pt_s=[0] * 3)
     assert C.main([str(a), str(old)]) == 0                        # fine without --peaks
@@ -225,3 +225,28 @@ def test_module_entry_point_exit_codes(two_runs, tmp_path):
                                        capture_output=True, text=True)
     bad = run(a, tmp_path / "nope")   # one process start (~1 s): main()'s 0 is tested above
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: {tmp_path / 'nope'}: no metrics.json"
+
+
+def test_paired_keeps_zero_differences_and_gives_a_bootstrap_interval():
+    run = np.array([0.0] * 6 + [0.1, 0.2, 0.3, -0.1, 0.2, 0.1, 0.15, 0.25])
+    base = np.zeros(len(run))
+    s = C.paired(run, base)
+    assert s["n_paired"] == 14                        # zeros are not dropped
+    assert s["p"] == pytest.approx(stats.wilcoxon(run, zero_method="zsplit").pvalue)
+    assert s["p"] > stats.wilcoxon(run).pvalue + 0.005        # scipy's default drops them
+    assert s["ci_low"] < s["diff"] < s["ci_high"]
+    assert s["ci_low"] >= run.min() and s["ci_high"] <= run.max()
+    assert C.bootstrap_ci(run) == C.bootstrap_ci(run)          # a fixed seed
+    wide = C.bootstrap_ci(np.concatenate([run, run + 1]))
+    assert wide[1] - wide[0] > s["ci_high"] - s["ci_low"]      # more spread, wider
+    assert np.isnan(C.bootstrap_ci([0.1])).all()
+
+
+def test_holm_adjusts_a_family_and_skips_nan():
+    p = [0.01, 0.04, np.nan, 0.03, 0.5]
+    adj = C.holm(p)
+    # m = 4 tests: sorted 0.01, 0.03, 0.04, 0.5 -> 0.04, 0.09, max(0.09, 0.08), min(1, 0.5)
+    np.testing.assert_allclose(adj[[0, 3, 1, 4]], [0.04, 0.09, 0.09, 0.5])
+    assert np.isnan(adj[2])
+    assert (adj >= np.array(p))[~np.isnan(adj)].all()
+    assert C.holm([0.9, 0.8])[0] == 1.0                          # capped at 1

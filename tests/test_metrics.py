@@ -255,7 +255,7 @@ def test_partial_corr_matches_regression_residuals_and_limits():
     crf = rng.gamma(0.5, 1.0, size=(300, 3))
     surround = rng.normal(size=(300, 3))
     truth = crf + 0.5 * surround
-    # a surround-blind prediction (any affine function of the control) captures nothing
+    # any affine function of the control leaves no residual: NaN
     np.testing.assert_allclose(M.partial_corr(truth, 2 * crf + 1, crf), np.nan)
     # a prediction = control + the surround part captures all of it
     np.testing.assert_allclose(M.partial_corr(truth, crf + 3 * surround, crf), 1.0)

@@ -160,3 +160,83 @@ def test_cli_help_and_errors(tmp_path, capsys):
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (bad, err)
     assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------- gated surround
+def _grating_pair(params, j):
+    """Two images for neuron j: the same iso-oriented surround grating around a centre
+    grating that matches it (0) or is orthogonal to it (1)."""
+    c, th, sf, r = ((params["x0"][j], params["y0"][j]), params["theta"][j], params["sf"][j],
+                    params["crf_radius"][j])
+    inside = v1_model.crf_mask({k: params[k][j:j + 1] for k in ("x0", "y0", "crf_radius")}, 50)[0]
+    surround = stimuli.grating_patch(50, th, sf, center=c, annulus=(r, 40))
+    return np.stack([np.where(inside, stimuli.grating_patch(50, tc, sf, center=c, radius=r), surround)
+                     for tc in (th, th + np.pi / 2)])
+
+
+@pytest.mark.parametrize("model", ["fixed", "gated"])
+def test_gating_the_same_surround_suppresses_more_when_it_matches_the_centre(model):
+    from data_prep.synthesize import generate_site
+
+    site = generate_site(neurons=4, train=100, val=100, seed=1, surround_fraction=1.0,
+                         surround_model=model)
+    p = site["params"]
+    assert v1_model.surround_model(p) == model
+    for j in range(4):
+        d = v1_model.drives(_grating_pair(p, j), p)
+        match, ortho = v1_model.surround_factor(d, p)[:, j]
+        assert 0 < match < 1, (model, j, match)                  # an iso surround suppresses
+        if model == "gated":
+            assert match < 0.5 * ortho, (j, match, ortho)        # released when they differ
+            assert d["gate"][0, j] > 0.9 > 0.2 > d["gate"][1, j]
+        else:                                                     # fixed: the centre does not matter
+            assert abs(np.log(match / ortho)) < 0.1, (j, match, ortho)
+
+
+def test_gated_site_is_deterministic_and_leaves_controls_and_stimuli_unchanged(tmp_path):
+    kw = dict(neurons=4, train=30, val=20, test=10, repeats=3, seed=5, surround_fraction=0.5,
+              progress=False)
+    a = synthesize(tmp_path / "a", surround_model="gated", **kw)
+    b = synthesize(tmp_path / "b", surround_model="gated", **kw)
+    f = synthesize(tmp_path / "f", **kw)
+    for name in ("train-00000-of-00001.tfrecord.gz", "val-00000-of-00001.tfrecord.gz",
+                 "test-00000-of-00001.tfrecord.gz", "ground_truth.npz"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    with np.load(a / "ground_truth.npz") as g, np.load(f / "ground_truth.npz") as h:
+        assert str(g["surround_model"]) == "gated" and "surround_model" not in h.files
+        has = g["has_surround"]
+        assert 0 < has.sum() < len(has) and (has == h["has_surround"]).all()
+        for split in ("train", "val", "test"):
+            # the same neurons and stimuli: controls respond identically, surround neurons do not
+            np.testing.assert_array_equal(g[f"{split}_noise_free"][:, ~has], h[f"{split}_noise_free"][:, ~has])
+            assert not np.allclose(g[f"{split}_noise_free"][:, has], h[f"{split}_noise_free"][:, has])
+            assert (g[f"{split}_gate"][:, ~has] == 0).all()
+            assert ((g[f"{split}_gate"][:, has] > 0) & (g[f"{split}_gate"][:, has] < 1)).all()
+    params = v1_model.load_params(a / "ground_truth.npz")
+    assert v1_model.surround_model(params) == "gated"
+    from tfsacnn.data import load_numpy
+    images, _ = load_numpy(a, "val")
+    with np.load(a / "ground_truth.npz") as g:
+        np.testing.assert_allclose(v1_model.responses(images[..., 0], params), g["val_noise_free"], atol=1e-5)
+    manifest = __import__("json").loads((a / "manifest.json").read_text())
+    assert manifest["synthetic"]["surround_model"] == "gated"
+
+
+def test_gated_statistics_match_real_sample():
+    """The gate's constants are fixed; the output nonlinearity's calibration still puts
+    the gated site's response statistics in the real sample's ranges."""
+    from data_prep.synthesize import generate_site
+
+    site = generate_site(neurons=6, train=100, val=1000, seed=0, surround_model="gated")
+    got = statistics_summary(site["splits"]["val"]["responses"])
+    for k, (lo, hi) in REAL_RANGES.items():
+        assert lo <= got[k] <= hi, (k, got[k])
+
+
+def test_cli_surround_model_choice(tmp_path, capsys):
+    from data_prep.synthesize import main
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "x"), "--surround-model", "flexible"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "gated" in err[0]
+    assert not (tmp_path / "x").exists()

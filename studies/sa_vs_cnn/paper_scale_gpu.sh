@@ -1,40 +1,22 @@
 #!/usr/bin/env bash
-# One prepared call for a lent GPU machine (PyTorch, no TensorFlow): simulate the site and
-# train a pair of the paper's models on it at the paper's scale, both at once, stopping at
-# an epoch boundary before BUDGET_S seconds have passed. Then, on a machine with tfsacnn:
+# The full pre-registered study (studies/sa_vs_cnn/sa_vs_cnn_gpu.yaml) on a GPU machine,
+# with tfsacnn's own trainer under JAX (the GPU machines have JAX and no TensorFlow).
+# From the repository root:
 #
-#   python -m studies.sa_vs_cnn.experiment studies/sa_vs_cnn/sa_vs_cnn.yaml --out runs/paper_seed$SEED \
-#       --set site.seed=$SEED --set site.surround_fraction=$SURROUND --set train.epochs=$EPOCHS \
-#       --set model.core=independent --set "models=[ff_cnn, ff_sa_cnn]" --set "pairs=[]" --torch OUT
+#   bash studies/sa_vs_cnn/paper_scale_gpu.sh OUT             # e.g. runs/sa_vs_cnn_gpu
+#   CONFIG=studies/sa_vs_cnn/sa_vs_cnn.yaml bash studies/sa_vs_cnn/paper_scale_gpu.sh OUT   # the CPU version
 #
-# (same site arguments: the experiment synthesises the same site and checks it through the
-# val CORR). Usage, from the repository root:
-#
-#   SEED=1 SURROUND=1.0 bash scripts/paper_scale_gpu.sh OUT
-#
-# SURROUND=1.0 makes every neuron a surround neuron: the PT question needs surround neurons
-# (studies/sa_vs_cnn/README.md section 8) and site seed 0 already has the controls.
-# Settings (environment): SEED 0, SURROUND 0.5, NEURONS 24, TRAIN 32000, EPOCHS 50, BUDGET_S 540,
-# MODELS "ff_cnn ff_sa_cnn", PYTHON python3. Writes OUT/<model>/ (avg_0_N.pth,
-# history.json) and OUT/<model>.log.
+# The experiment reuses finished sites and runs, so a call cut short (a device time limit)
+# continues where it stopped when called again with the same OUT; it refuses an OUT that
+# holds another experiment. It first prints the study's size (--plan).
+# Needs: the sites are written as TFRecords by data_prep.writer, and the report reads them
+# (tfsacnn.data.load_numpy) and scores the test split; where TensorFlow is missing, those
+# steps must have a TensorFlow-free path (see the study README, "Status").
 set -euo pipefail
-out=${1:?usage: SEED=1 bash scripts/paper_scale_gpu.sh OUT}
-seed=${SEED:-0}; surround=${SURROUND:-0.5}; neurons=${NEURONS:-24}; train=${TRAIN:-32000}; epochs=${EPOCHS:-50}
-models=${MODELS:-ff_cnn ff_sa_cnn}; py=${PYTHON:-python3}
-end=$(( $(date +%s) + ${BUDGET_S:-540} ))
-export PYTHONUNBUFFERED=1
-mkdir -p "$out"
-site="$out/site_seed$seed.npz"
-"$py" scripts/train_torch.py site --out "$site" --neurons "$neurons" --train "$train" \
-    --val 1000 --test 1000 --seed "$seed" --surround-fraction "$surround"
-pids=()
-for m in $models; do
-    "$py" scripts/train_torch.py train --site "$site" --model "$m" --epochs "$epochs" \
-        --end-at "$end" --out "$out/$m" > "$out/$m.log" 2>&1 &
-    pids+=($!)
-done
-rc=0
-for p in "${pids[@]}"; do wait "$p" || rc=$?; done
-rm -f "$site"                     # 1.3 GB at the paper's scale; the experiment rebuilds it
-for m in $models; do tail -n 2 "$out/$m.log"; done
-exit $rc
+out=${1:?usage: bash studies/sa_vs_cnn/paper_scale_gpu.sh OUT}
+config=${CONFIG:-studies/sa_vs_cnn/sa_vs_cnn_gpu.yaml}
+py=${PYTHON:-python3}
+mkdir -p "$(dirname "$out")"
+export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+"$py" -m studies.sa_vs_cnn.experiment "$config" --out "$out" --plan
+"$py" -m studies.sa_vs_cnn.experiment "$config" --out "$out" 2>&1 | tee -a "$out.log"

@@ -1,6 +1,6 @@
 """PT on a larger held-out set from the same simulated neurons (studies/sa_vs_cnn/README.md, section 7).
 
-    python docs/pt_power.py SITE_DIR BASELINE_RUN RUN [--images 10000] [--seed 12345]
+    python studies/sa_vs_cnn/pt_power.py SITE_DIR BASELINE_RUN RUN [--images 10000] [--seed 12345]
 
 PT with top_k = 10 of a 1000-image test split is coarse: even the noise-free truth of a
 surround neuron reaches only ~70% PT_J there. This draws `--images` new images
@@ -17,8 +17,7 @@ that neuron's peaks, and per group a Spearman rho between the PT gain and each o
 (key "why_pt"): `peak_overlap_crf_only` is the fraction of the neuron's
 top_k images (by noise-free response) that stay in the top_k without the surround
 (`v1_model.responses(..., context=False)`; 1 = the surround does not change which images
-are the peaks); `captured_*` is `metrics.partial_corr` with the CRF-only truth as the
-control; `top_overlap_*` and `peak_height_*` are `metrics.top_overlap` (which images a model
+are the peaks); `top_overlap_*` and `peak_height_*` are `metrics.top_overlap` (which images a model
 puts at the top) and `metrics.peak_height` (how high it predicts them; PT needs predictions
 that reach the true threshold), with a paired Wilcoxon of their change per group (key
 "peaks").
@@ -107,10 +106,9 @@ def per_neuron(target, clean, crf_only, preds, params, top_k):
     cols = {"peak_overlap_crf_only": metrics.top_overlap(clean, crf_only, top_k),
             "surround_strength": np.asarray(params["surround_strength"], float)}
     for key, p in preds.items():
-        cols[f"captured_{key}"] = metrics.partial_corr(clean, p, crf_only)
         for m, v in scores(target, p, top_k).items():
             cols[f"{m}_{key}"] = v
-    for m in ("CORR", "PT_J", "PT_S", "captured", "top_overlap", "peak_height"):
+    for m in ("CORR", "PT_J", "PT_S", "top_overlap", "peak_height"):
         cols[f"delta_{m}"] = cols[f"{m}_run"] - cols[f"{m}_baseline"]
     has = np.asarray(params["has_surround"], bool)
     rows = [{"neuron": j, "surround": bool(has[j]),
@@ -126,8 +124,7 @@ def per_neuron(target, clean, crf_only, preds, params, top_k):
                 "delta": round(float(d.mean()), 4), "improved": int((d > 0).sum()),
                 "wilcoxon_p": round(compare.paired(cols[f"{m}_run"][sel], cols[f"{m}_baseline"][sel])["p"], 5)}
         for d in ("delta_PT_J", "delta_PT_S"):
-            for k in ("peak_overlap_crf_only", "surround_strength", "delta_captured",
-                      "delta_CORR", "delta_peak_height", "delta_top_overlap"):
+            for k in ("peak_overlap_crf_only", "surround_strength", "delta_CORR", "delta_peak_height", "delta_top_overlap"):
                 if np.ptp(cols[k][sel]) == 0 or np.isnan(cols[k][sel]).any():
                     continue                  # constant or undefined for the controls
                 r = stats.spearmanr(cols[d][sel], cols[k][sel])

@@ -1,6 +1,6 @@
 """How many surround neurons would the issue's criterion need? (studies/sa_vs_cnn/README.md, section 8)
 
-    python docs/pt_sample_size.py BASELINE_RUN RUN [BASELINE_RUN RUN ...] [--split test]
+    python studies/sa_vs_cnn/pt_sample_size.py BASELINE_RUN RUN [BASELINE_RUN RUN ...] [--split test]
         [--n 24 36 48 72] [--draws 300] [--seed 0]
 
 Reads each pair's per-neuron CORR, PT_S and PT_J on `--split` (metrics.json, as

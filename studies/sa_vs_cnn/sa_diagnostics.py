@@ -1,6 +1,6 @@
 """Does a trained SA model use its attention for context? The diagnostics of studies/sa_vs_cnn/README.md.
 
-    python docs/sa_diagnostics.py RUN_DIR SITE_DIR [--split test]
+    python studies/sa_vs_cnn/sa_diagnostics.py RUN_DIR SITE_DIR [--split test]
 
 For the SA layer of RUN_DIR/model.keras (one attention per neuron group; a shared core has
 one), on the split's images, prints one JSON object:

@@ -19,6 +19,14 @@ Writes into `--out` (default `RUN_DIR/analysis/<split>`):
   9x9 map, a softmax over the 81 keys; heads averaged), bilinearly upsampled to the image
   size and overlaid on it (Fig. 10), 8 neurons a page; analysis.json says how selective
   those rows are (entropy / log 81: 1 = uniform; mean largest weight, 1/81 = uniform);
+- simulated sites (DATA/ground_truth.npz): the causal surround test,
+  `causal_surround.npz` and analysis.json `causal_surround`. Per neuron, composites
+  take the CRF disc from one image and the surround from another (smooth 2-px seam);
+  the model's predicted change from the swap is compared with the noise-free truth's:
+  `corr` and `slope` of the changes (surround neurons), and `change_rms` (r.m.s. change
+  / the model's response s.d.): for controls, whose true change is 0, the *false surround*.
+  200 pairs per neuron, fewer when neurons x pairs would pass 20,000 composites (the
+  model predicts every neuron on each);
 - `analysis.json`: what was analysed, per-neuron CORR, the files written.
 `--tensorboard LOGDIR` logs the same pictures with `tf.summary.image` under `analyze/<name>`.
 
@@ -42,7 +50,7 @@ import numpy as np  # noqa: E402
 
 from tfsacnn.evaluation import plots  # noqa: E402
 from tfsacnn.errors import ConfigError, OneLineParser, TfsacnnError, run_cli  # noqa: E402
-from tfsacnn.files import read_json, read_yaml  # noqa: E402
+from tfsacnn.files import read_json, read_yaml, write_text  # noqa: E402
 
 TUNING_PER_PAGE = 16
 ATTENTION_PER_PAGE = 8
@@ -272,6 +280,138 @@ def forward(model, images, batch_size=None, attention_images=None, attention_col
             "map_shape": map_shape}
 
 
+# --------------------------------------------------------------------------- causal surround test
+SEAM_PX = 2.0          # width of the raised-cosine seam just outside the CRF disc (pixels)
+SURROUND_PAIRS = 200   # (centre image, surround image) pairs per neuron in `analyze`
+SURROUND_COMPOSITES = 20000   # at most this many composites in `analyze` (fewer pairs for
+                              # many neurons: the model predicts every neuron on each one)
+
+
+def crf_weights(size, x0, y0, radius, seam=SEAM_PX):
+    """(n, size, size) float64 weight of the centre image: 1 on each neuron's CRF disc
+    (distance <= radius[j] from (x0[j], y0[j])), a raised cosine down to 0 at radius + seam,
+    0 beyond. x0, y0, radius: (n,) in pixels (x = column, y = row)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    x0, y0, radius = (np.asarray(v, np.float64)[:, None, None] for v in (x0, y0, radius))
+    r = np.hypot(x - x0, y - y0)
+    t = np.clip((r - radius) / seam, 0.0, 1.0) if seam > 0 else (r > radius).astype(np.float64)
+    return np.where(r <= radius, 1.0, 0.5 * (1.0 + np.cos(np.pi * t)))
+
+
+def crf_composite(centre, surround, weight):
+    """Images with `centre`'s CRF and `surround`'s surround: (B, S, S[, 1]) each, weight
+    (S, S) from `crf_weights`. Pixels with weight 1 are `centre`'s exactly, weight 0
+    `surround`'s exactly; a smooth blend between."""
+    centre = np.asarray(centre)
+    surround = np.asarray(surround)
+    w = weight.reshape(weight.shape + (1,) * (centre.ndim - 3)).astype(np.float64)
+    mix = surround + w * (centre.astype(np.float64) - surround)
+    return np.where(w == 1.0, centre, np.where(w == 0.0, surround, mix)).astype(centre.dtype)
+
+
+def swap_pairs(n_images, n_pairs, seed=0):
+    """(n_pairs, 2) int64 (centre image, surround image) index pairs, the two different,
+    drawn with a fixed seed (the same for every model)."""
+    if n_images < 2:
+        raise AnalyzeError(f"the causal surround test needs >= 2 images, got {n_images}")
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n_images, n_pairs)
+    b = (a + rng.integers(1, n_images, n_pairs)) % n_images
+    return np.stack([a, b], axis=1).astype(np.int64)
+
+
+def surround_changes(predict, images, weights, pairs, columns=None):
+    """Response change from swapping the surround, per neuron: (n_pairs, n) float64.
+
+    predict: images (B, S, S, 1) -> (B, n_out); images (N, S, S, 1); weights (n, S, S)
+    from `crf_weights`; pairs (n_pairs, 2) from `swap_pairs`; columns: the output
+    column of each neuron (default 0..n-1). Neuron j's change on pair (a, b) is
+    predict(composite(a's CRF, b's surround))[col_j] - predict(image a)[col_j].
+    """
+    columns = np.arange(len(weights)) if columns is None else np.asarray(columns)
+    centre, surround = images[pairs[:, 0]], images[pairs[:, 1]]
+    comps = [crf_composite(centre, surround, w) for w in weights]
+    pred = np.asarray(predict(np.concatenate([centre] + comps)), np.float64)   # one call
+    p = len(pairs)
+    base = pred[:p, columns]
+    return np.stack([pred[p * (j + 1):p * (j + 2), col] for j, col in enumerate(columns)],
+                    axis=1) - base
+
+
+def surround_score(model_change, true_change, scale):
+    """Compare a model's surround-swap changes with the noise-free truth's, per neuron.
+
+    model_change, true_change: (n_pairs, n); scale: (n,) the model's response s.d. on the
+    unchanged images. -> dict of (n,) float64:
+    `corr` (Pearson r of the changes over pairs; NaN where either is constant),
+    `slope` (least-squares slope of model change on true change; NaN where the true
+    change is constant, e.g. controls),
+    `change_rms` (r.m.s. model change / scale: for controls, whose true change is 0 by
+    construction, this is the model's *false surround*).
+    """
+    m = np.asarray(model_change, np.float64)
+    t = np.asarray(true_change, np.float64)
+    mc, tc = m - m.mean(0), t - t.mean(0)
+    vm, vt = (mc * mc).sum(0), (tc * tc).sum(0)
+    cov = (mc * tc).sum(0)
+    tiny = 1e-12 * np.maximum(1.0, np.abs(t).max(0)) ** 2 * len(t)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where((vm > 0) & (vt > tiny), cov / np.sqrt(vm * vt), np.nan)
+        slope = np.where(vt > tiny, cov / vt, np.nan)
+        rms = np.sqrt((m * m).mean(0)) / np.asarray(scale, np.float64)
+    return {"corr": corr, "slope": slope, "change_rms": rms}
+
+
+def causal_surround(predict, images, params, n_pairs=SURROUND_PAIRS, seed=0, columns=None,
+                    seam=SEAM_PX):
+    """The causal surround test of a model on a simulated site's images.
+
+    predict: images (B, S, S, 1) -> (B, n_out); images (N, S, S, 1); params: the
+    site's model neurons (`data_prep.v1_model.load_params`, already restricted to the
+    n neurons analysed); columns: each neuron's output column (default 0..n-1).
+    -> {"pairs", "model_change", "true_change" ((n_pairs, n) each), "has_surround" (n,),
+    and `surround_score`'s corr, slope, change_rms}.
+    """
+    from data_prep import v1_model
+
+    size = images.shape[1]
+    weights = crf_weights(size, params["x0"], params["y0"], params["crf_radius"], seam)
+    pairs = swap_pairs(len(images), n_pairs, seed)
+    truth = surround_changes(lambda x: v1_model.responses(x[..., 0], params), images, weights, pairs)
+    model = surround_changes(predict, images, weights, pairs, columns)
+    cols = np.arange(len(weights)) if columns is None else np.asarray(columns)
+    scale = np.asarray(predict(images), np.float64)[:, cols].std(0)
+    return {"pairs": pairs, "model_change": model, "true_change": truth,
+            "has_surround": np.asarray(params["has_surround"], bool),
+            **surround_score(model, truth, scale)}
+
+
+def causal_summary(result):
+    """Group means of `causal_surround`'s scores: {"surround": {corr, slope, change_rms,
+    n}, "control": {false_surround (mean change_rms), n}} (NaN-free means; None if empty)."""
+    has = result["has_surround"]
+
+    def mean(x):
+        x = x[np.isfinite(x)]
+        return float(x.mean()) if len(x) else None
+
+    return {"surround": {"n": int(has.sum()), "corr": mean(result["corr"][has]),
+                         "slope": mean(result["slope"][has]),
+                         "change_rms": mean(result["change_rms"][has])},
+            "control": {"n": int((~has).sum()), "false_surround": mean(result["change_rms"][~has])}}
+
+
+def model_predictor(model, batch_size=None):
+    """images (B, S, S, 1) -> (B, n) numpy predictions of a loaded model (inference mode):
+    `forward` under TensorFlow, `model.predict` under another Keras backend (JAX)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: np.asarray(model.predict(np.asarray(x, np.float32),
+                                                  batch_size=batch_size or 256, verbose=0))
+    return lambda x: forward(model, np.asarray(x, np.float32), batch_size=batch_size)["prediction"]
+
+
 # --------------------------------------------------------------------------- analysis
 def _pages(items, per_page):
     return [items[i:i + per_page] for i in range(0, len(items), per_page)]
@@ -298,9 +438,11 @@ def _check_logdir(path):
 
 
 def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
-            tensorboard=None, step=0, batch_size=None, log=print):
+            tensorboard=None, step=0, batch_size=None, log=print, surround_pairs=SURROUND_PAIRS):
     """Analyse a run on one split; write pictures and numbers into `out`. -> summary dict.
 
+    On a simulated site (DATA/ground_truth.npz), also the causal surround test
+    (`causal_surround`, `surround_pairs` pairs per neuron; 0 skips it).
     Raises TfsacnnError subclasses (AnalyzeError, DataError, ConfigError).
     """
     from tfsacnn import data as tdata
@@ -406,16 +548,39 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
                      "top": top, "center_index": (h // 2) * w + w // 2,
                      **attention_selectivity(rows)}
 
+    # causal surround test (simulated sites only)
+    causal = None
+    gt_path = pathlib.Path(data_dir) / "ground_truth.npz"
+    if int(surround_pairs) > 0 and gt_path.is_file():
+        from data_prep import v1_model
+
+        try:
+            params = v1_model.select_neurons(v1_model.load_params(gt_path), selected)
+        except (KeyError, OSError, ValueError) as e:
+            raise AnalyzeError(f"{gt_path}: {e}") from None
+        n_pairs = max(2, min(int(surround_pairs), SURROUND_COMPOSITES // len(selected)))
+        res = causal_surround(lambda x: forward(model, x, batch_size)["prediction"], images,
+                              params, n_pairs, columns=columns)
+        npz = out / "causal_surround.npz"
+        np.savez(npz, neurons=np.array(selected), neuron_ids=np.array(ids),
+                 **{k: v for k, v in res.items()})
+        files.append(npz)
+        causal = {"pairs": n_pairs, "seam_px": SEAM_PX,
+                  "per_neuron": {k: [None if not np.isfinite(v) else round(float(v), 6)
+                                     for v in res[k]] for k in ("corr", "slope", "change_rms")},
+                  **causal_summary(res)}
+
     corr = plots.corr_columns(y, pred)
     summary = {
         "run": str(run["dir"]), "model": model.name, "readout": kind, "data": str(data_dir),
         "split": split, "n_images": int(len(images)), "neurons": selected, "neuron_ids": ids,
         "corr": [None if np.isnan(c) else round(float(c), 6) for c in corr],
         "mean_corr": None if np.all(np.isnan(corr)) else float(np.nanmean(corr)),
-        "decomposition": decomposition, "attention": attention, "notes": notes,
+        "decomposition": decomposition, "attention": attention, "causal_surround": causal,
+        "notes": notes,
         "files": [p.name for p in files],
     }
-    (out / "analysis.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text(out / "analysis.json", json.dumps(summary, indent=1) + "\n")
 
     if tensorboard is not None:
         import tensorflow as tf
@@ -441,33 +606,65 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
 
 # --------------------------------------------------------------------------- CLI
 def _parser():
+    from tfsacnn.errors import DeprecatedAlias, add_output_flags, int_at_least
+
     p = OneLineParser(
         prog="python -m tfsacnn.analyze",
         description="Tuning curves, centre/surround readout decomposition and attention maps "
                     "of a trained run.")
-    p.add_argument("--run", required=True, help="run directory (holds model.keras)")
-    p.add_argument("--data", default=None,
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="run directory (holds model.keras)")
+    p.add_argument("--data", default=None, metavar="DIR",
                    help="dataset directory (default: the run's data.dir)")
-    p.add_argument("--split", default="val", help="split to analyse: val (default), test, ...")
+    p.add_argument("--split", default=None,
+                   help="split to analyse (default: test when the dataset has one, else val)")
     p.add_argument("--neurons", default=None,
                    help="dataset neuron indices, e.g. 0:8 or 1,5,7 (default: all of the run's)")
-    p.add_argument("--top", type=int, default=4,
-                   help="images per neuron for the attention pictures (default 4)")
-    p.add_argument("--out", default=None, help="output directory (default RUN/analysis/SPLIT)")
+    p.add_argument("--top-k", type=int_at_least(1), default=4,
+                   help="images per neuron for the attention pictures")
+    p.add_argument("--top", dest="top_k", type=int_at_least(1), new="--top-k",
+                   action=DeprecatedAlias)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (default: RUN_DIR/analysis/SPLIT)")
     p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
                    help="also log the pictures as TensorBoard images here")
-    p.add_argument("--step", type=int, default=0, help="TensorBoard step (default 0)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--step", type=int_at_least(0), default=0, help="TensorBoard step")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None,
                    help="images per forward batch (default: from the neuron count)")
+    add_output_flags(p)
     return p
 
 
 def main(argv=None):
+    from tfsacnn.quiet import quiet_tensorflow
+
+    from .evaluate import default_split
+
     args = _parser().parse_args(argv)
-    return run_cli(lambda: analyze(args.run, data_dir=args.data, split=args.split,
-                                   neurons=args.neurons, top=args.top, out=args.out,
-                                   tensorboard=args.tensorboard, step=args.step,
-                                   batch_size=args.batch_size), path=args.out)
+
+    def split_of():
+        """test when the run's dataset has it, else val (analyze() names a bad dataset)."""
+        from tfsacnn.data import read_manifest
+
+        data = args.data
+        for name in ("config.yaml", "metrics.json") if data is None else ():
+            f = pathlib.Path(args.run) / name
+            if f.is_file():
+                entry = (read_yaml(f) if name == "config.yaml" else read_json(f)).get("data")
+                data = data or (entry or {}).get("dir")
+        try:
+            return "val" if data is None else default_split(read_manifest(data)["splits"])
+        except TfsacnnError:
+            return "val"
+
+    def run():
+        quiet_tensorflow(args.verbose)
+        analyze(args.run, data_dir=args.data, split=args.split or split_of(),
+                neurons=args.neurons, top=args.top_k, out=args.out,
+                tensorboard=args.tensorboard, step=args.step, batch_size=args.batch_size,
+                log=(lambda *a, **k: None) if args.quiet else print)
+
+    return run_cli(run, path=args.out or args.run)
 
 
 if __name__ == "__main__":

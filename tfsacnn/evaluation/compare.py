@@ -6,8 +6,10 @@
 One row per run (per neuron group with --group-by-surround): model, trainable
 parameters per neuron, mean CORR, PT_S %, PT_J % (each +- s.e.m. over neurons, NaN
 excluded), number of neurons; and, paired over neurons against the baseline (default:
-the first run), the mean difference, the number of neurons improved and a Wilcoxon
-signed-rank p-value. `--peaks` adds TOP % and peak height (`tfsacnn.metrics`): whether
+the first run), the mean difference with its bootstrap 95% interval, the number of
+neurons improved and a Wilcoxon signed-rank p-value (zero differences kept:
+zero_method="zsplit"). The p-values are not corrected for multiple comparisons; a
+study that tests a family of hypotheses corrects them with `holm`. `--peaks` adds TOP % and peak height (`tfsacnn.metrics`): whether
 a PT difference comes from *which* images a model puts at the top or from *how high* it
 predicts them. Reads only RUN/metrics.json (docs/internals.md); no TensorFlow.
 """
@@ -27,13 +29,13 @@ from tfsacnn.files import read_json, write_text
 
 METRICS = ("corr", "pt_s", "pt_j")            # table order, as in the paper
 PEAKS = ("top_overlap", "peak_height")      # with --peaks: why PT differs
-_LABEL = {"corr": "CORR", "pt_s": "PT_S %", "pt_j": "PT_J %", "top_overlap": "TOP %",
+LABEL = {"corr": "CORR", "pt_s": "PT_S %", "pt_j": "PT_J %", "top_overlap": "TOP %",
           "peak_height": "peak height"}
-_SCALE = {"corr": 1.0, "pt_s": 100.0, "pt_j": 100.0, "top_overlap": 100.0,
+SCALE = {"corr": 1.0, "pt_s": 100.0, "pt_j": 100.0, "top_overlap": 100.0,
           "peak_height": 1.0}               # PT and TOP shown in %
-_COL = {"corr": "corr", "pt_s": "pt_s_pct", "pt_j": "pt_j_pct", "top_overlap": "top_overlap_pct",
+COLUMN = {"corr": "corr", "pt_s": "pt_s_pct", "pt_j": "pt_j_pct", "top_overlap": "top_overlap_pct",
         "peak_height": "peak_height"}
-_DIGITS = {"corr": 3, "pt_s": 1, "pt_j": 1, "top_overlap": 1, "peak_height": 2}
+DIGITS = {"corr": 3, "pt_s": 1, "pt_j": 1, "top_overlap": 1, "peak_height": 2}
 
 
 class CompareError(TfsacnnError):
@@ -183,7 +185,7 @@ def surround_mask(runs, ground_truth=None):
 
 
 # --------------------------------------------------------------------------- statistics
-def _mean_sem(x):
+def mean_sem(x):
     """Mean and s.e.m. (ddof=1) over the non-NaN entries; (NaN, NaN) when empty."""
     x = x[~np.isnan(x)]
     if len(x) == 0:
@@ -192,26 +194,70 @@ def _mean_sem(x):
     return float(x.mean()), sem
 
 
+WILCOXON_ZERO_METHOD = "zsplit"   # zero differences count, half their rank to each sign
+BOOTSTRAP_RESAMPLES = 10000
+BOOTSTRAP_SEED = 0
+
+
+def wilcoxon_p(d):
+    """Two-sided Wilcoxon signed-rank p of differences d (n,), zero differences kept
+    (`WILCOXON_ZERO_METHOD`); 1.0 when every difference is 0, NaN when d is empty."""
+    d = np.asarray(d, np.float64)
+    if len(d) == 0:
+        return math.nan
+    if not np.any(d != 0):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD).pvalue)
+
+
+def bootstrap_ci(d, level=0.95, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+    """Percentile bootstrap interval (lo, hi) of the mean of d (n,) (resampling neurons,
+    a fixed seed); (NaN, NaN) for fewer than 2 values."""
+    d = np.asarray(d, np.float64)
+    if len(d) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for s in range(0, resamples, 1000):            # bounded memory for large n
+        k = min(1000, resamples - s)
+        means[s:s + k] = d[rng.integers(0, len(d), (k, len(d)))].mean(1)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(means, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def holm(pvalues):
+    """Holm-Bonferroni adjusted p-values of a family (array-like, NaN = not tested and
+    not counted) -> (m,) float64, each min(1, running max of (m - i) * p_(i))."""
+    p = np.asarray(pvalues, np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, (m - i) * p[j])
+        out[j] = min(1.0, running)
+    return out
+
+
 def paired(a, b):
     """Paired stats of a against b over neurons where both are non-NaN.
 
-    a, b: (n,) -> {"diff": mean(a - b), "n_improved": #(a > b), "n_paired", "p"}.
-    p: two-sided Wilcoxon signed-rank (scipy defaults: zero differences dropped);
-    1.0 when every difference is 0, NaN when nothing is paired. The differences are
-    rounded to 1e-9 first, so equal gains stay tied ranks (0.7 - 0.6 != 0.4 - 0.3 in
-    floating point, and PT values are multiples of 1/top_k).
+    a, b: (n,) -> {"diff": mean(a - b), "ci_low", "ci_high" (`bootstrap_ci` of the
+    mean difference), "n_improved": #(a > b), "n_paired", "p" (`wilcoxon_p`: two-sided,
+    zero differences kept)}. The differences are rounded to 1e-9 first, so equal gains
+    stay tied ranks (0.7 - 0.6 != 0.4 - 0.3 in floating point, and PT values are
+    multiples of 1/top_k).
     """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     ok = ~(np.isnan(a) | np.isnan(b))
     d = np.round(a[ok] - b[ok], 9)
-    if len(d) == 0:
-        return {"diff": math.nan, "n_improved": 0, "n_paired": 0, "p": math.nan}
-    if not np.any(d != 0):
-        p = 1.0
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p = float(stats.wilcoxon(d).pvalue)
-    return {"diff": float(d.mean()), "n_improved": int((d > 0).sum()), "n_paired": int(len(d)), "p": p}
+    lo, hi = bootstrap_ci(d)
+    return {"diff": float(d.mean()) if len(d) else math.nan, "ci_low": lo, "ci_high": hi,
+            "n_improved": int((d > 0).sum()), "n_paired": int(len(d)), "p": wilcoxon_p(d)}
 
 
 def _row(run, sel, base, group, metrics):
@@ -219,20 +265,22 @@ def _row(run, sel, base, group, metrics):
            "params_per_neuron": run["params"], "n_neurons": int(sel.sum())}
     nan_any = np.zeros(int(sel.sum()), dtype=bool)
     for name in metrics:
-        x = run["per_neuron"][name][sel] * _SCALE[name]
+        x = run["per_neuron"][name][sel] * SCALE[name]
         nan_any |= np.isnan(x)
-        row[_COL[name]], row[_COL[name] + "_sem"] = _mean_sem(x)
+        row[COLUMN[name]], row[COLUMN[name] + "_sem"] = mean_sem(x)
     row["n_nan"] = int(nan_any.sum())
     row["baseline"] = base["dir"]
     row["is_baseline"] = run is base
     for name in metrics:
-        col = _COL[name]
+        col = COLUMN[name]
         if run is base:
-            row.update({f"{col}_diff": math.nan, f"{name}_n_improved": None,
+            row.update({f"{col}_diff": math.nan, f"{col}_diff_ci_low": math.nan,
+                        f"{col}_diff_ci_high": math.nan, f"{name}_n_improved": None,
                         f"{name}_n_paired": None, f"{name}_p": math.nan})
             continue
-        s = paired(run["per_neuron"][name][sel] * _SCALE[name], base["per_neuron"][name][sel] * _SCALE[name])
-        row.update({f"{col}_diff": s["diff"], f"{name}_n_improved": s["n_improved"],
+        s = paired(run["per_neuron"][name][sel] * SCALE[name], base["per_neuron"][name][sel] * SCALE[name])
+        row.update({f"{col}_diff": s["diff"], f"{col}_diff_ci_low": s["ci_low"],
+                    f"{col}_diff_ci_high": s["ci_high"], f"{name}_n_improved": s["n_improved"],
                     f"{name}_n_paired": s["n_paired"], f"{name}_p": s["p"]})
     return row
 
@@ -248,7 +296,9 @@ def compare_runs(run_dirs, baseline=None, split="val", neuron_mask=None,
     <data.dir>/ground_truth.npz (or the `ground_truth` npz path given).
     Columns: run, group, model, core, params_per_neuron, n_neurons, n_nan,
     corr, corr_sem, pt_s_pct, pt_s_pct_sem, pt_j_pct, pt_j_pct_sem, baseline, is_baseline and, per
-    metric m (column c = corr|pt_s_pct|pt_j_pct): c_diff, m_n_improved, m_n_paired, m_p.
+    metric m (column c = corr|pt_s_pct|pt_j_pct): c_diff, c_diff_ci_low, c_diff_ci_high
+    (bootstrap 95%), m_n_improved, m_n_paired, m_p (Wilcoxon, zero differences kept;
+    uncorrected).
     peaks: also m = top_overlap (column top_overlap_pct) and peak_height.
     PT and TOP columns are in %. Raises CompareError (`<run dir>: <problem>`).
     """
@@ -296,7 +346,7 @@ def _num(x, fmt):
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def _fmt_p(p):
+def format_p(p):
     if p is None or math.isnan(p):
         return "–"
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
@@ -305,9 +355,9 @@ def _fmt_p(p):
 def format_table(df):
     """Rows of display strings: (header, rows) for Markdown/stdout."""
     grouped = df["group"].nunique() > 1 or (len(df) and df["group"].iloc[0] != "all")
-    metrics = [m for m in METRICS + PEAKS if _COL[m] in df.columns]
+    metrics = [m for m in METRICS + PEAKS if COLUMN[m] in df.columns]
     header = (["group"] if grouped else []) + ["run", "model", "params/neuron", "neurons"]
-    header += [_LABEL[m] for m in metrics] + [f"Δ{_LABEL[m]} (improved, p)" for m in metrics]
+    header += [LABEL[m] for m in metrics] + [f"Δ{LABEL[m]} [95% CI] (improved, p)" for m in metrics]
     rows = []
     for _, r in df.iterrows():
         model = r["model"] + (f" ({r['core']})" if r["core"] not in (None, "independent") else "")
@@ -315,16 +365,17 @@ def format_table(df):
             r["run"], model, _num(r["params_per_neuron"], ",.0f"),
             f"{r['n_neurons']}" + (f" ({r['n_nan']} NaN)" if r["n_nan"] else "")]
         for m in metrics:
-            c, d = _COL[m], f".{_DIGITS[m]}f"
+            c, d = COLUMN[m], f".{DIGITS[m]}f"
             cells.append(f"{_num(r[c], d)} ± {_num(r[c + '_sem'], d)}")
         for m in metrics:
-            c = _COL[m]
+            c = COLUMN[m]
             if r["is_baseline"]:
                 cells.append("baseline")
                 continue
-            d = f"+.{_DIGITS[m]}f"
-            cells.append(f"{_num(r[c + '_diff'], d)} ({int(r[f'{m}_n_improved'])}/"
-                         f"{int(r[f'{m}_n_paired'])}, p={_fmt_p(r[f'{m}_p'])})")
+            d = f"+.{DIGITS[m]}f"
+            cells.append(f"{_num(r[c + '_diff'], d)} [{_num(r[c + '_diff_ci_low'], d)}, "
+                         f"{_num(r[c + '_diff_ci_high'], d)}] ({int(r[f'{m}_n_improved'])}/"
+                         f"{int(r[f'{m}_n_paired'])}, p={format_p(r[f'{m}_p'])})")
         rows.append(cells)
     return header, rows
 
@@ -340,14 +391,18 @@ def to_markdown(df):
 
 # --------------------------------------------------------------------------- CLI
 def _parser():
+    from tfsacnn.errors import add_output_flags
+
     p = OneLineParser(
         prog="python -m tfsacnn.compare",
         description="Compare runs in a table like the paper's Table 1 (CORR, PT_S %, PT_J %, "
-                    "mean ± s.e.m. over neurons; paired difference, neurons improved and "
-                    "Wilcoxon signed-rank p against the baseline).")
+                    "mean ± s.e.m. over neurons; paired difference with its bootstrap 95%% "
+                    "interval, neurons improved and the Wilcoxon signed-rank p against the "
+                    "baseline, zero differences kept (zero_method='zsplit')).")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.json)")
     p.add_argument("--baseline", metavar="RUN_DIR", help="paired baseline (default: the first run)")
-    p.add_argument("--split", default="val", help="split to compare, e.g. val or test (default: val)")
+    p.add_argument("--split", default=None,
+                   help="split to compare (default: test when every run has it, else val)")
     p.add_argument("--out", metavar="TABLE.md",
                    help="write the table as Markdown here and as CSV next to it (same stem, .csv)")
     p.add_argument("--neurons-mask", metavar="MASK.npy",
@@ -361,33 +416,44 @@ def _parser():
                         "which images, and how high, behind a PT difference")
     p.add_argument("--ground-truth", metavar="FILE.npz",
                    help="ground_truth.npz to use with --group-by-surround instead of <data.dir>/")
+    add_output_flags(p)
     return p
 
 
 def main(argv=None):
+    from tfsacnn.errors import run_cli
+
+    from .evaluate import default_split
+
     args = _parser().parse_args(argv)
-    try:
-        df = compare_runs(args.runs, baseline=args.baseline, split=args.split,
+
+    def split_of(dirs):
+        try:
+            splits = [read_json(pathlib.Path(d) / "metrics.json").get("splits") or {} for d in dirs]
+        except TfsacnnError:
+            return "val"      # compare_runs names the unreadable file
+        return "test" if all(default_split(s) == "test" for s in splits) else "val"
+
+    def run():
+        split = args.split or split_of(args.runs + ([args.baseline] if args.baseline else []))
+        df = compare_runs(args.runs, baseline=args.baseline, split=split,
                           neuron_mask=args.neurons_mask, group_by_surround=args.group_by_surround,
                           ground_truth=args.ground_truth, peaks=args.peaks)
-    except TfsacnnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    md = to_markdown(df)
-    print(f"split: {args.split}; baseline: {df['baseline'].iloc[0]}")
-    print(md, end="")
-    if args.out:
-        out = pathlib.Path(args.out)
-        try:
+        md = to_markdown(df)
+        header = f"split: {split}; baseline: {df['baseline'].iloc[0]}"
+        if not args.quiet:
+            print(header)
+            print(md, end="")
+        if args.out:
+            out = pathlib.Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_text(out, f"split: {args.split}; baseline: {df['baseline'].iloc[0]}\n\n" + md)
+            write_text(out, f"{header}\n\n" + md)
             csv = out.with_suffix(".csv")
             write_text(csv, df.to_csv(index=False))
-        except OSError as e:
-            print(f"error: {out}: {e.strerror or e}", file=sys.stderr)
-            return 2
-        print(f"wrote {out} and {csv}")
-    return 0
+            if not args.quiet:
+                print(f"wrote {out} and {csv}")
+
+    return run_cli(run, path=args.out)
 
 
 if __name__ == "__main__":

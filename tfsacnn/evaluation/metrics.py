@@ -4,8 +4,10 @@ Every per-neuron metric takes ``y_true`` and ``y_pred`` of shape
 ``(n_images, n_neurons)`` and returns a float64 array of shape ``(n_neurons,)``.
 
 - ``corr``: Pearson r of the tuning curve (NaN where either column is constant).
-- ``partial_corr``: Pearson r after removing a control's linear part from both (on a
-  simulated site: the surround captured beyond the CRF-only truth).
+- ``partial_corr``: Pearson r after removing a control's linear part from both. It is not
+  a measure of the surround: a prediction built from the CRF alone can score well above
+  0 against the CRF-only truth of a simulated site (use
+  ``tfsacnn.evaluation.analyze.causal_surround`` for that).
 - ``peak_tuning_joint`` (PT_J) and ``peak_tuning_separate`` (PT_S): fractions in
   [0, 1] (reports show them as %). Let ``thr`` be the ``top_k``-th largest true
   response of a neuron.
@@ -95,8 +97,8 @@ def partial_corr(y_true, y_pred, control):
     """Pearson r of y_true and y_pred per neuron after removing from each its linear
     dependence on `control` (all (n_images, n_neurons)) -> (n_neurons,).
 
-    With `control` the CRF-only truth of a simulated neuron, it measures how much of the
-    surround's part of the response a model reproduces beyond its CRF (0: none).
+    Not a surround measure: the CRF-only truth of a simulated neuron holds the surround at
+    its mean, so surround-blind predictions need not score 0 against it.
     NaN where a residual is constant.
     """
     t, p = _pair(y_true, y_pred)
