@@ -42,7 +42,7 @@ from tfsacnn.files import check_out  # noqa: E402
 __all__ = ["synthesize", "response_statistics", "statistics_summary", "generate_site", "main",
            "build_parser", "REAL_RANGES"]
 
-#: Ranges the medians over neurons must fall in (from the real M1S1 sample, DESIGN.md).
+#: Ranges the medians over neurons must fall in (from the real M1S1 sample in data_prep/reference).
 REAL_RANGES = {
     "frac_above_half_peak": (0.002, 0.02),
     "excess_kurtosis": (3.0, 100.0),
