@@ -10,8 +10,8 @@ record) on each, in order. A callback reads the trainer's state through `self.tr
 - `Checkpoint`: named variables, optimizer, best weights and history every N epochs.
 - `NaNGuard`: stops with one line when the loss becomes NaN or inf (as `TerminateOnNaN`).
 - `ProgressBar`, `EpochLog`: progress within an epoch; one line per epoch.
-- `TensorBoardLogger`: event files written with the `tensorboard` package alone (no
-  TensorFlow, so the same under both backends).
+- `TensorBoardLogger`: event files written without TensorFlow (the `tensorboard`
+  package's protos), so the same under both backends.
 
 TensorBoard tags: `loss/train`, `loss/val`, `val/corr`, `val/pt_j`, `val/pt_s`,
 `val/top_overlap`, `val/peak_height`, `val/corr_per_neuron` (histogram),
@@ -199,23 +199,34 @@ def flatten(cfg, prefix=""):
 
 
 class EventWriter:
-    """TensorBoard event files with the `tensorboard` package only (no TensorFlow).
+    """TensorBoard event files without TensorFlow: `Event` protos from the `tensorboard`
+    package, framed as TFRecords by `tfsacnn.data.records.frame`.
 
     `scalar(tag, value, step)`, `histogram(tag, values, step)`, `image(tag, png, step)`
     (PNG bytes), `hparams(flat_config, trial_id)`.
     """
 
     def __init__(self, logdir):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        import os
+        import socket
 
-        pathlib.Path(logdir).mkdir(parents=True, exist_ok=True)
-        self.writer = EventFileWriter(str(logdir))
+        from tensorboard.compat.proto import event_pb2
+
+        logdir = pathlib.Path(logdir)
+        logdir.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.{os.getpid()}"
+        self.file = open(logdir / name, "ab")
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write(self, event):
+        from ..data.records import frame
+
+        self.file.write(frame(event.SerializeToString()))
 
     def _add(self, summary, step):
         from tensorboard.compat.proto import event_pb2
 
-        self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                              summary=summary))
+        self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
     def scalar(self, tag, value, step):
         from tensorboard.plugins.scalar.summary_v2 import scalar_pb
@@ -250,10 +261,10 @@ class EventWriter:
         self._add(hparams_pb(config, trial_id=trial_id), 0)
 
     def flush(self):
-        self.writer.flush()
+        self.file.flush()
 
     def close(self):
-        self.writer.close()
+        self.file.close()
 
 
 class TensorBoardLogger(Callback):

@@ -1,9 +1,9 @@
 """Independent neurons trained in chunks, one after another: memory bounded by the chunk."""
-import keras
 import numpy as np
 
 from .. import models
 from ..errors import TfsacnnError
+from .strategy import set_seed
 
 
 class ChunkedTraining:
@@ -24,7 +24,7 @@ class ChunkedTraining:
         if t.cfg.train.time_limit_s:
             raise TfsacnnError("train.time_limit_s needs every neuron in one step; set "
                                "train.neurons_per_step: 0")
-        keras.utils.set_random_seed(t.cfg.train.seed)
+        set_seed(t.cfg.train.seed)
         with t.strategy.scope():
             full = t.build_model(len(t.neurons))
         history, best_epoch = [], []

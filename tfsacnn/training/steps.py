@@ -131,7 +131,8 @@ class JaxStep(_Step):
         t = self.cfg.train
         self.state = self._read_state()
         return data_lib.numpy_batches(self.cfg.data.dir, "train", t.batch_size, shuffle=t.shuffle,
-                                      seed=t.seed * 1000 + epoch, neurons=self.trainer.neurons)
+                                      seed=t.seed * 1000 + epoch, neurons=self.trainer.neurons,
+                                      verify=False)
 
     def __call__(self, batch):
         x, y = batch

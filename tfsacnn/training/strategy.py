@@ -88,3 +88,26 @@ def has_gpu():
     import tensorflow as tf
 
     return bool(tf.config.list_logical_devices("GPU"))
+
+
+def set_seed(seed):
+    """`keras.utils.set_random_seed` without importing TensorFlow under JAX.
+
+    Keras' own function also seeds `tf.random` whenever TensorFlow is installed, which
+    would import it into a JAX process; under JAX the same Keras state (the global seed
+    and its SeedGenerator) is set here, with Python's and NumPy's generators.
+    """
+    if backend() != "jax":
+        keras.utils.set_random_seed(seed)
+        return
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)

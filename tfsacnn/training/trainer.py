@@ -28,7 +28,7 @@ from ..evaluation import metrics as metrics_lib
 from . import callbacks as cb
 from . import checkpoint
 from .steps import make_step
-from .strategy import has_gpu, is_chief, make_strategy
+from .strategy import has_gpu, is_chief, make_strategy, set_seed
 from .transfer import apply_freeze, init_from_run
 
 ADAM_EPSILON = 1e-8       # PyTorch's default, as in the paper's code (Keras' default is 1e-7)
@@ -136,7 +136,7 @@ class Trainer:
         model's neurons start, start+1, ... (chunks); else from `train.init_from`."""
         t, e = self.cfg.train, self.cfg.eval
         n = len(self.neurons)
-        keras.utils.set_random_seed(t.seed)
+        set_seed(t.seed)
         with self.strategy.scope():
             model = self.build_model(n, load_init=init is None)
             if init is not None:
