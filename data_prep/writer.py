@@ -158,22 +158,52 @@ from tfsacnn.files import atomic_dir, check_out, sha256 as _sha256  # noqa: E402
 from tfsacnn.progress import progress_bar  # noqa: E402
 
 
+def tensorflow_writer():
+    """TensorFlow's GZIP TFRecord writer class, or None where TensorFlow is not installed."""
+    try:
+        import tensorflow as tf  # deferred: import costs seconds
+    except ImportError:
+        return None
+    options = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=COMPRESSION_LEVEL)
+    return lambda path: tf.io.TFRecordWriter(str(path), options)
+
+
+class GzipRecordWriter:
+    """GZIP TFRecord shards without TensorFlow (machines with JAX only): each record framed
+    by `tfsacnn.data.records.frame` (length, masked CRC-32C, data, masked CRC-32C) in a
+    GZIP stream of level COMPRESSION_LEVEL. tf.data reads them like TensorFlow's own."""
+
+    def __init__(self, path):
+        import gzip
+
+        self.file = gzip.GzipFile(path, "wb", compresslevel=max(COMPRESSION_LEVEL, 0), mtime=0)
+
+    def write(self, record: bytes):
+        from tfsacnn.data.records import frame
+
+        self.file.write(frame(record))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
 def _write_split(tmp: Path, name: str, split: dict, shard_size: int, bar) -> list[dict]:
     """Write one split's shards; return [{file, sha256, count}]."""
-    import tensorflow as tf  # deferred: import costs seconds
-
+    open_shard = tensorflow_writer() or GzipRecordWriter
     images = np.asarray(split["images"], np.float32)
     responses = np.asarray(split["responses"], np.float32)
     repeats = split.get("repeats")
     repeats = None if repeats is None else np.asarray(repeats, np.float32)
     n_ex = len(images)
     n_shards = max(1, math.ceil(n_ex / shard_size))
-    options = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=COMPRESSION_LEVEL)
     shards = []
     for i in range(n_shards):
         lo, hi = i * n_ex // n_shards, (i + 1) * n_ex // n_shards
         fname = f"{name}-{i:05d}-of-{n_shards:05d}.tfrecord.gz"
-        with tf.io.TFRecordWriter(str(tmp / fname), options) as w:
+        with open_shard(tmp / fname) as w:
             for k in range(lo, hi):
                 w.write(encode_example(images[k], responses[k], None if repeats is None else repeats[k]))
                 bar.update(1)

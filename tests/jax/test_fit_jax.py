@@ -36,10 +36,11 @@ def runs(tmp_path_factory):
     """(site, the TF run, the JAX run) trained from the same initial weights."""
     from tfsacnn.cli import fit
 
+    from data_prep.synthesize import synthesize
+
     root = tmp_path_factory.mktemp("jaxfit")
-    site = root / "site"
-    _tf(["data_prep.synthesize", "--out", str(site), "--neurons", "3", "--train", "200",
-         "--val", "100", "--test", "100", "--repeats", "2", "--quiet"], root)
+    site = root / "site"           # written here, without TensorFlow; read by both backends
+    synthesize(site, neurons=3, train=200, val=100, test=100, repeats=2, seed=0, progress=False)
     _tf(["tfsacnn.fit", "--config", "ff_sa_cnn", "--data", str(site), "--out",
          str(root / "init"), "--set", "train.epochs=1", *ARGS], root)
     common = ["--config", "ff_sa_cnn", "--data", str(site), "--set", "train.epochs=2",
