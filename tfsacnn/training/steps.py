@@ -120,11 +120,18 @@ class JaxStep(_Step):
                 [v.value for v in m.non_trainable_variables], [v.value for v in o.variables])
 
     def _put(self, x):
+        """Split a batch over the devices; one that does not divide evenly is replicated
+        (each device computes all of it: the same result, without padding)."""
         if self.distribution is None:
             return x
         import jax
+        import keras
 
-        layout = self.distribution.get_data_layout(x.shape)
+        if x.shape[0] % self.trainer.strategy.num_replicas_in_sync:
+            layout = keras.distribution.TensorLayout([None] * x.ndim,
+                                                     self.distribution.device_mesh)
+        else:
+            layout = self.distribution.get_data_layout(x.shape)
         return jax.device_put(x, layout.backend_layout)
 
     def batches(self, epoch):
