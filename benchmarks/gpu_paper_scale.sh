@@ -13,9 +13,10 @@
 # model.keras of each run), bench.json and log.txt. Scoring here:
 #   tar xzf runs.tgz && tfsacnn export --run runs/ff_sa_cnn --data <the same site, made here>
 #   tfsacnn compare runs/ff_cnn runs/ff_sa_cnn --split test
-# Toy size on a CPU (checks the whole path in about a minute):
-#   NEURONS=2 TRAIN=200 VAL=100 TEST=100 EPOCHS=1 BENCH_NEURONS=2 BENCH_STEPS=2 \
-#     OUT=/tmp/gpu_out bash benchmarks/gpu_paper_scale.sh run
+# Toy size on a CPU, in the installed environment (checks the whole path in about a minute):
+#   INSTALL_WHEELS=0 NEURONS=2 TRAIN=200 VAL=100 TEST=100 EPOCHS=1 BENCH_NEURONS=2 \
+#     BENCH_STEPS=2 OUT=/tmp/gpu_out bash benchmarks/gpu_paper_scale.sh run
+# On the device (one call; .whl carried):  bash benchmarks/gpu_paper_scale.sh run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHL=.whl
@@ -35,7 +36,7 @@ EPOCHS=${EPOCHS:-50} SEED=${SEED:-0} TIME_LIMIT_S=${TIME_LIMIT_S:-420}
 BENCH_NEURONS=${BENCH_NEURONS:-64} BENCH_STEPS=${BENCH_STEPS:-30}
 mkdir -p "$OUT" && rm -rf "$WORK" && mkdir -p "$WORK"
 exec > >(tee "$OUT/log.txt") 2>&1
-if ls "$WHL"/*.whl >/dev/null 2>&1; then
+if [ "${INSTALL_WHEELS:-1}" = 1 ] && ls "$WHL"/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site "$WHL"/*.whl
   export PYTHONPATH=/tmp/site
