@@ -9,6 +9,10 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+# tests/jax runs under KERAS_BACKEND=jax only: tests/test_jax_backend.py starts it in a
+# subprocess (the backend is fixed when Keras is imported).
+collect_ignore = [] if os.environ.get("KERAS_BACKEND") == "jax" else ["jax"]
+
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory):
@@ -18,16 +22,6 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "site"
     synthesize(out, neurons=3, train=200, val=100, test=100, repeats=4, seed=0, progress=False)
     return out
-
-
-def train_torch_script():
-    """scripts/train_torch.py as a module (it is a script, not part of the package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_torch", REPO / "scripts" / "train_torch.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="session")

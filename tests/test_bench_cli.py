@@ -20,7 +20,7 @@ def _fails(argv, capsys):
 
 @pytest.mark.parametrize("argv,phrase", [
     (["train", "--neurons", "0"], "--neurons: must be >= 1, got 0"),
-    (["train", "--batch", "-1"], "--batch: must be >= 1, got -1"),
+    (["train", "--batch-size", "-1"], "--batch-size: must be >= 1, got -1"),
     (["train", "--steps", "x"], "--steps: expected an integer, got 'x'"),
     (["train", "--warmup", "-1"], "--warmup: must be >= 0"),
     (["data", "--examples", "0"], "--examples: must be >= 1"),

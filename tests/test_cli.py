@@ -20,7 +20,7 @@ COMMANDS = {   # command -> module whose main(argv) runs it
 }
 # Flags of files owned by others, still waiting for the changes sent to their owners
 # (docs/cli.md); remove an entry once its command passes.
-PENDING = {"bench train": "--batch -> --batch-size, help texts"}
+PENDING = {}
 # One spelling per concept: a dest on the left must be spelled as on the right.
 CANONICAL = {"batch_size": "--batch-size", "top_k": "--top-k", "set": "--set",
              "quiet": "--quiet", "verbose": "--verbose", "overwrite": "--overwrite"}

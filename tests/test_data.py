@@ -429,3 +429,143 @@ def test_load_numpy_keeps_writer_order_across_shards(tmp_path):
     assert len(data.read_manifest(out)["splits"]["train"]["shards"]) == 5
     np.testing.assert_array_equal(y[:, 0], np.arange(n))
     np.testing.assert_array_equal(x[..., 0], images)
+
+
+# --------------------------------------------------------------------------- reader without TensorFlow
+from tfsacnn.data import records  # noqa: E402
+
+
+def _same(a, b):
+    """Arrays identical in dtype, shape and bytes (None == None)."""
+    assert (a is None) == (b is None)
+    if a is not None:
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def test_crc32c_known_values():
+    # CRC-32C check value (RFC 3720 B.4) and 32 zero bytes
+    assert records.crc32c(np.frombuffer(b"123456789", np.uint8)[None])[0] == 0xE3069283
+    assert records.crc32c(np.zeros((2, 32), np.uint8)).tolist() == [0x8A9136AA] * 2
+
+
+@pytest.mark.parametrize("name", ["one", "four"])
+@pytest.mark.parametrize("neurons", [None, "3,0"])
+def test_records_reader_equals_tf_data(small_ds, name, neurons):
+    """The reader without TensorFlow returns tf.data's arrays byte for byte, and its
+    framing (with both masked crc32c) is the TF writer's byte for byte."""
+    import gzip
+
+    from tfsacnn.data import tfdata
+
+    root = small_ds[0]
+    want = tfdata.load_numpy(root / name, "train", neurons=neurons, with_repeats=True)
+    got = records.load_numpy(root / name, "train", neurons=neurons, with_repeats=True)
+    for a, b in zip(want, got):
+        _same(a, b)
+    tf_batches = list(data.load(root / name, "train", 4, neurons=neurons).as_numpy_iterator())
+    our_batches = list(records.load(root / name, "train", 4, neurons=neurons))
+    assert len(tf_batches) == len(our_batches) == 3
+    for a, b in zip(tf_batches, our_batches):
+        for x, y in zip(a, b):
+            _same(x, y)
+    for shard in sorted((root / name).glob("*.tfrecord.gz")):
+        buf = gzip.decompress(shard.read_bytes())
+        starts, lengths = records._offsets(shard, buf)
+        rebuilt = b"".join(records.frame(buf[s:s + n]) for s, n in zip(starts, lengths))
+        assert rebuilt == buf
+
+
+def test_records_batches_shuffle_repeat(small_ds):
+    root, _, rsp, _ = small_ds
+    ds = records.load(root / "four", "train", 3, shuffle=True, seed=1)
+    epochs = [np.concatenate([b[1][:, 0] for b in ds]) for _ in range(2)]
+    assert sorted(epochs[0].astype(int)) == list(range(10)) == sorted(epochs[1].astype(int))
+    assert not np.array_equal(epochs[0], epochs[1])              # reshuffled every epoch
+    again = records.load(root / "four", "train", 3, shuffle=True, seed=1)
+    np.testing.assert_array_equal(np.concatenate([b[1][:, 0] for b in again]), epochs[0])
+    rep = records.load(root / "four", "train", 3, repeat=True, drop_remainder=True, neurons="1:3")
+    it = iter(rep)
+    batches = [next(it) for _ in range(7)]
+    assert len(rep) == 3 and all(b[0].shape == (3, 4, 4, 1) and b[1].shape == (3, 2) for b in batches)
+    np.testing.assert_array_equal(batches[3][1], rsp[:3, 1:3])    # second epoch starts over
+    with pytest.raises(ConfigError, match="batch_size"):
+        records.load(root / "four", "train", 0)
+
+
+def _rewrite(shard, edit):
+    """Decompress a shard, edit its bytes, write it back as valid GZIP."""
+    import gzip
+
+    buf = bytearray(gzip.decompress(shard.read_bytes()))
+    edit(buf)
+    shard.write_bytes(gzip.compress(bytes(buf)))
+
+
+@pytest.mark.parametrize("where", ["data", "length"])
+def test_corrupted_record_is_refused_by_both_readers(ds_copy, where):
+    """A flipped bit inside a record (GZIP itself intact): tf.data and the reader without
+    TensorFlow both refuse it; ours with one line naming the shard and the record."""
+    shard = ds_copy / "train-00002-of-00004.tfrecord.gz"
+
+    def flip(buf):
+        buf[12 + 40 if where == "data" else 0] ^= 0x01  # a data byte / the length's low bit
+
+    _rewrite(shard, flip)
+    with pytest.raises(DataError, match="could not be read"):
+        data.load_numpy(ds_copy, "train", verify=False)
+    with pytest.raises(DataError) as e:
+        records.load_numpy(ds_copy, "train", verify=False)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{shard}: "), msg
+    assert msg.endswith(f"corrupted record 0 ({where} checksum mismatch)"), msg
+
+
+def test_truncated_shard_is_refused_without_tensorflow(ds_copy):
+    shard = ds_copy / "train-00001-of-00004.tfrecord.gz"
+    raw = shard.read_bytes()
+    shard.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match=f"^{shard}: not a readable GZIP shard"):
+        records.load_numpy(ds_copy, "train", verify=False)
+    with pytest.raises(DataError, match=f"^{shard}: sha256 mismatch"):
+        records.load(ds_copy, "train", 2)
+
+
+def test_manifest_counts_must_match_records(ds_copy, capsys):
+    """A manifest whose counts disagree with the records in its shards is refused (one
+    line naming the shard) wherever shards are verified; with verify=False it is not read."""
+    m = json.loads((ds_copy / "manifest.json").read_text())
+    info = m["splits"]["train"]
+    real = info["shards"][1]["count"]
+    info["shards"][1]["count"] += 1
+    info["count"] += 1
+    (ds_copy / "manifest.json").write_text(json.dumps(m))
+    shard = ds_copy / info["shards"][1]["file"]
+    for read in (lambda: data.load(ds_copy, "train", 4), lambda: records.load_numpy(ds_copy, "train"),
+                 lambda: data.load_numpy(ds_copy, "train")):
+        with pytest.raises(DataError) as e:
+            read()
+        assert str(e.value) == (f"{shard}: holds {real} records but manifest.json says "
+                                f"{real + 1}; rebuild the dataset")
+
+
+def test_writer_without_tensorflow_is_read_by_tf_data(tmp_path, monkeypatch):
+    """Where TensorFlow is missing, shards are framed and gzipped in Python; tf.data and
+    the reader without TensorFlow read them back exactly."""
+    from data_prep import writer
+    from tfsacnn.data import records, tfdata
+
+    rng = np.random.default_rng(0)
+    splits = {"train": {"images": rng.random((7, 6, 6), dtype=np.float32),
+                        "responses": rng.random((7, 3), dtype=np.float32)},
+              "val": {"images": rng.random((5, 6, 6), dtype=np.float32),
+                      "responses": rng.random((5, 3), dtype=np.float32),
+                      "repeats": rng.random((5, 2, 3), dtype=np.float32)}}
+    monkeypatch.setattr(writer, "tensorflow_writer", lambda: None)
+    out = writer.write_dataset(tmp_path / "py", splits, shard_size=3, progress=False)
+    for split in ("train", "val"):
+        a = tfdata.load_numpy(out, split, with_repeats=True)
+        b = records.load_numpy(out, split, with_repeats=True)
+        np.testing.assert_array_equal(a[0][..., 0], splits[split]["images"])
+        np.testing.assert_array_equal(a[1], splits[split]["responses"])
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)

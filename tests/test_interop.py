@@ -4,7 +4,6 @@ The torch networks below are written here from the paper's published architectur
 taken from the reference code); only their attribute names follow the reference modules,
 so that their state_dicts have the reference checkpoints' keys.
 """
-import json
 import os
 import pathlib
 import pickle
@@ -17,7 +16,6 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from tests.conftest import train_torch_script  # noqa: E402
 from tfsacnn import errors, interop, models  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -390,98 +388,3 @@ def test_package_does_not_import_torch_and_cli_exit_code(tmp_path, ff_sa_state):
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: "), r.stderr
-
-
-# ------------------------------------------- scripts/train_torch.py (stacked training)
-
-
-_train_torch = train_torch_script
-
-
-STACKED = ("ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn")
-
-
-@pytest.mark.parametrize("name", STACKED)
-def test_stacked_variant_is_the_registry_variant(name):
-    tt = _train_torch()
-    c, attention, k, readout = tt.VARIANTS[name]
-    assert models.VARIANTS[name] == dict(channels=c, attention=attention, beta_kernel=k,
-                                         readout=readout)
-    net = tt.build(name, 3)
-    assert sum(p.numel() for p in net.parameters()) == 3 * models.PAPER_PARAM_COUNTS[name]
-
-
-@pytest.mark.parametrize("name", STACKED)
-def test_stacked_network_is_n_reference_networks(name):
-    """Each neuron's slice of the stacked network, exported as the reference layout, is
-    the reference module and gives that neuron's output (BN statistics, attention, readout)."""
-    tt, n = _train_torch(), 3
-    torch.manual_seed(0)
-    net = randomize(tt.build(name, n), seed=7)
-    with torch.no_grad():
-        if hasattr(net, "gamma"):
-            net.gamma.uniform_(0.8, 1.5)
-            net.query.weight.mul_(4.0)
-            net.key.weight.mul_(4.0)
-        net.readout.weight.uniform_(-1.0, 1.0)
-    x = images(3)
-    want = torch_out(net, x)                                       # (B, n)
-    assert want.std(axis=0).min() > 2e-3, "degenerate test: outputs do not vary"
-    state = tt.site_state_dict(name, net.state_dict(), n)
-    for i in range(n):
-        prefix = f"models.{i}."
-        ref = make_net(name)
-        missing, unexpected = ref.load_state_dict(
-            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=False)
-        assert not unexpected
-        unused = ("attention.value_conv", "attention.o_proj") if name == "rf_sa_cnn" else ()
-        assert all(k.endswith("num_batches_tracked") or k.startswith(unused) for k in missing)
-        np.testing.assert_allclose(torch_out(ref.eval(), x)[:, 0], want[:, i], atol=1e-5, rtol=0)
-
-
-def test_train_torch_best_epoch_per_neuron_imports_into_tfsacnn(tmp_path):
-    """Train 3 epochs on a tiny simulated site; the avg_*.pth it writes, imported into
-    tfsacnn, gives on val the per-neuron best CORR that the training recorded."""
-    from tfsacnn import metrics
-    tt = _train_torch()
-    site = str(tmp_path / "site.npz")
-    tt.write_site(site, neurons=3, train=400, val=100, test=0, repeats=2, seed=1,
-                  surround_fraction=0.5)
-    tt.train(site, "ff_sa_cnn", 3, str(tmp_path / "out"), batch=50, lr=0.01, device="cpu",
-             log=lambda m: None)
-    hist = json.loads((tmp_path / "out" / "history.json").read_text())
-    assert hist["epochs_done"] == 3 and len(hist["history"]) == 3
-    per_epoch = np.array([h["val_corr"] for h in hist["history"]])   # (epochs, n)
-    np.testing.assert_allclose(hist["best_val_corr"], per_epoch.max(0), atol=1e-5)
-    np.testing.assert_array_equal(hist["best_epoch"], per_epoch.argmax(0) + 1)
-    assert len(set(hist["best_epoch"])) > 1, "degenerate test: every neuron's best epoch is the same"
-    model = interop.load_sacnn_checkpoints("ff_sa_cnn", tmp_path / "out" / "avg_0_3.pth")
-    with np.load(site) as z:
-        x, y = z["val_images"][..., None], z["val_responses"]
-    pred = keras_out(model, x)
-    assert pred.std(axis=0).min() > 1e-3, "degenerate test: predictions do not vary"
-    got = metrics.corr(y, pred)
-    np.testing.assert_allclose(got, hist["best_val_corr"], atol=2e-4)
-
-
-def test_train_torch_bad_site_is_one_line_exit_2(tmp_path, capsys):
-    tt = _train_torch()
-    bad = tmp_path / "bad.npz"
-    bad.write_bytes(b"not a zip")
-    arrays = dict(train_images=np.zeros((4, 50, 50), np.float32),
-                  train_responses=np.zeros((4, 2), np.float32),
-                  val_images=np.zeros((3, 50, 50), np.float32),
-                  val_responses=np.full((3, 2), np.nan, np.float32), has_surround=np.ones(2, bool))
-    nan = tmp_path / "nan.npz"
-    np.savez(nan, **arrays)
-    short = tmp_path / "short.npz"
-    np.savez(short, **{**arrays, "val_responses": np.zeros((2, 2), np.float32)})
-    for path, problem in ((bad, "not a readable site .npz"), (nan, "val images or responses hold NaN"),
-                          (short, "val images (3, 50, 50) and responses (2, 2) do not match"),
-                          (tmp_path / "missing.npz", "not a readable site .npz")):
-        with pytest.raises(SystemExit) as e:
-            tt.main(["train", "--site", str(path), "--model", "ff_cnn", "--out", str(tmp_path / "o")])
-        err = capsys.readouterr().err
-        assert e.value.code == 2 and err.count("\n") == 1
-        assert err.startswith(f"error: {path}: {problem}")
-    assert not (tmp_path / "o").exists()

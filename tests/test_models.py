@@ -10,7 +10,8 @@ from tests.conftest import randomize_statistics
 import tensorflow as tf
 
 from tfsacnn import models
-from tfsacnn.nn.layers import NeuronConv2D, Readout, SelfAttention2D
+from tfsacnn.nn.layers import (MaxPool2D, MultiHeadSelfAttention2D, NeuronConv2D, Readout,
+                               SelfAttention2D)
 
 
 def _images(b=4, seed=0):
@@ -20,6 +21,15 @@ def _images(b=4, seed=0):
 def _randomize_bn(model, seed=0):
     """Non-trivial BatchNorm statistics and SA gamma, so inference mode is a real test."""
     randomize_statistics(model, seed)
+
+
+def spread_weights(model):
+    """Weights x3 (query and key x4; FC1's combination kept): outputs of order 1 that vary
+    over images, and peaky attention, so that a layout or scaling error shows."""
+    for v in model.trainable_variables:
+        gain = (1.0 if "combine" in v.path else 4.0 if "query" in v.path or "key" in v.path
+                else 3.0)
+        v.assign(np.asarray(v) * gain)
 
 
 @pytest.mark.parametrize("name", sorted(models.PAPER_PARAM_COUNTS))
@@ -170,14 +180,17 @@ def test_readout_contributions_sum_to_prediction(name):
     NeuronConv2D(4, 3, n_neurons=2, implementation="map", name="c"),
     SelfAttention2D(n_neurons=2, key_dim=3, num_heads=2, value_mapping=False, name="s"),
     Readout("fc1", n_neurons=3, shared_core=True, name="r"),
+    MultiHeadSelfAttention2D(key_dim=3, value_dim=4, num_heads=2, name="m"),
+    MaxPool2D(2, name="p"),
 ])
 def test_layer_config_round_trip(layer):
     clone = layer.__class__.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
 
 
-def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
-    m = models.build("ff_sa_cnn_star_fc1", n_neurons=2, num_heads=1)
+@pytest.mark.parametrize("core", ["independent", "shared"])
+def test_keras_file_round_trip_in_a_fresh_process(tmp_path, core):
+    m = models.build("ff_sa_cnn_star_fc1", n_neurons=2, num_heads=1, core=core)
     _randomize_bn(m)
     x = _images()
     path = tmp_path / "m.keras"
@@ -214,3 +227,91 @@ def test_mixed_bfloat16_precision_is_close_to_float32():
                                atol=0.05, rtol=0.05)
     with pytest.raises(ValueError, match="precision"):
         models.build("ff_cnn", precision="float8")
+
+
+# ------------------------------------------- shared core: keras.layers.MultiHeadAttention
+
+
+def mha_weights_from_sa(sa):
+    """A 1-group `SelfAttention2D` (value mapping) -> the `MultiHeadSelfAttention2D` weights
+    of the same function: kernels reshaped to MHA's (C, heads, d) / (heads, d, C), and
+    the query kernel and bias multiplied by sqrt(key_dim), which cancels MHA's
+    1/sqrt(key_dim)."""
+    h, d, dv = sa.num_heads, sa.key_dim, sa.value_dim
+    w = {k: np.asarray(getattr(sa, k))[0] for k in
+         ("query_kernel", "query_bias", "key_kernel", "key_bias", "value_kernel",
+          "value_bias", "output_kernel", "output_bias")}
+    c = w["query_kernel"].shape[0]
+    scale = np.float32(np.sqrt(d))
+    return {"gamma": np.asarray(sa.gamma),
+            "attention/query/kernel": scale * w["query_kernel"].reshape(c, h, d),
+            "attention/query/bias": scale * w["query_bias"].reshape(h, d),
+            "attention/key/kernel": w["key_kernel"].reshape(c, h, d),
+            "attention/key/bias": w["key_bias"].reshape(h, d),
+            "attention/value/kernel": w["value_kernel"].reshape(c, h, dv),
+            "attention/value/bias": w["value_bias"].reshape(h, dv),
+            "attention/attention_output/kernel": w["output_kernel"].reshape(h, dv, c),
+            "attention/attention_output/bias": w["output_bias"]}
+
+
+def _assign_by_name(layer, weights):
+    prefix = layer.path + "/"
+    for v in layer.weights:
+        v.assign(weights[v.path[len(prefix):]])
+
+
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_multi_head_attention_is_the_paper_block_with_sqrt_d_folded_into_the_query(num_heads):
+    """Keras' MHA (scaled by 1/sqrt(key_dim)) with the query projection multiplied by
+    sqrt(key_dim) computes exactly the paper's unscaled block, attention included."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 9, 9, 6)).astype("float32")
+    sa = SelfAttention2D(n_neurons=1, num_heads=num_heads, value_mapping=True)
+    sa.build(x.shape)
+    for v in sa.weights:
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+    mha = MultiHeadSelfAttention2D(num_heads=num_heads)
+    mha.build(x.shape)
+    _assign_by_name(mha, mha_weights_from_sa(sa))
+    out, att = sa(x, return_attention=True)
+    out_mha, att_mha = mha(x, return_attention=True)
+    assert att.shape == att_mha.shape == (3, 1, num_heads, 81, 81)
+    assert np.asarray(att).max() > 0.5, "degenerate test: flat attention"
+    np.testing.assert_allclose(np.asarray(att_mha), np.asarray(att), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(out_mha), np.asarray(out), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(mha(x)), np.asarray(out), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ff_sa_cnn", "ff_sa_cnn_star_fc1"])
+def test_shared_core_with_one_neuron_is_the_independent_network(name):
+    """With one neuron the shared core (MHA) and the independent core (SelfAttention2D)
+    compute the same function when the weights are mapped (MHA weights as above)."""
+    keras.utils.set_random_seed(2)  # initial weights whose outputs vary over images
+    ind = models.build(name, dropout=0.0)
+    _randomize_bn(ind, seed=4)
+    spread_weights(ind)
+    shared = models.build(name, core="shared", dropout=0.0)
+    assert isinstance(shared.get_layer("self_attention"), MultiHeadSelfAttention2D)
+    assert models.count_trainable(shared) == models.count_trainable(ind)
+    for a, b in zip(ind.layers, shared.layers):
+        if a.name == "self_attention":
+            _assign_by_name(b, mha_weights_from_sa(a))
+        else:
+            for va, vb in zip(a.weights, b.weights):
+                vb.assign(np.asarray(va).reshape(vb.shape))
+    x = _images()
+    want = np.asarray(ind(x, training=False))
+    assert want.std() > 5e-4, "degenerate test: outputs do not vary"
+    np.testing.assert_allclose(np.asarray(shared(x, training=False)), want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(models.attention_maps(shared, x)),
+                               np.asarray(models.attention_maps(ind, x)), atol=1e-5, rtol=0)
+
+
+def test_shared_core_without_value_mapping_keeps_the_paper_block():
+    """MHA cannot express v = x, so rf_sa_cnn's shared core keeps SelfAttention2D."""
+    m = models.build("rf_sa_cnn", n_neurons=3, core="shared", num_heads=2)
+    sa = m.get_layer("self_attention")
+    assert type(sa) is SelfAttention2D and sa.n_neurons == 1 and not sa.value_mapping
+    assert np.asarray(models.attention_maps(m, _images(2))).shape == (2, 1, 2, 81, 81)
+    assert type(models.build("rf_sa_cnn_star", core="shared").get_layer("self_attention")) \
+        is MultiHeadSelfAttention2D

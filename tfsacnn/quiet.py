@@ -69,7 +69,7 @@ def quiet_tensorflow(verbose=False):
     """Import TensorFlow (and query its devices) with its benign start-up lines dropped.
 
     verbose=True: no filter, and TF_CPP_MIN_LOG_LEVEL=0, so every line shows. No-op when
-    TensorFlow is already imported; nothing happens without it (the JAX-only GPU machines).
+    TensorFlow is already imported, under another Keras backend (JAX), or without it.
     """
     if "tensorflow" in sys.modules:
         return
@@ -78,6 +78,10 @@ def quiet_tensorflow(verbose=False):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # after absl starts: errors only
     with filtered_stderr():
+        import keras               # imports TensorFlow itself under the TensorFlow backend
+
+        if keras.backend.backend() != "tensorflow":
+            return                 # JAX: TensorFlow is not needed, and not imported
         try:
             import tensorflow as tf
         except ImportError:

@@ -1,20 +1,25 @@
 """`python -m tfsacnn.bench train`: speed of full training steps (forward, backward, Adam).
 
 Times `--steps` steps on synthetic tensors after warm-up, for `--neurons` neurons of
-`--model`, and prints one JSON line: neuron_images_per_s, step_ms_median, peak_rss_mb,
-gflops_per_s (against the analytic training cost, 3x the forward FLOPs of
+`--model`, and prints one JSON line: backend, neuron_images_per_s, step_ms_median,
+peak_rss_mb, gflops_per_s (against the analytic training cost, 3x the forward FLOPs of
 `forward_flops`), n_neurons. With `--baseline torch` (needs the `torch` extra) the same
 run also times the paper's construction, a PyTorch loop over one module per neuron (in
 a child process, right after tfsacnn's steps), and reports the ratio.
+
+The step runs under Keras' backend (`KERAS_BACKEND`): under TensorFlow a `tf.function`
+with a GradientTape; under JAX one `jax.jit` function of the stateless APIs
+(`model.stateless_call`, `jax.value_and_grad`, `optimizer.stateless_apply`).
 """
 import json
 import os
 import resource
 import time
+from functools import partial
 
 import numpy as np
 
-from ..errors import ConfigError, int_at_least
+from ..errors import ConfigError, DeprecatedAlias, int_at_least
 
 TRAIN_FACTOR = 3  # backward ~ 2x forward
 
@@ -25,23 +30,33 @@ def add_arguments(p):
     # imports TensorFlow, which --help should not wait for).
     p.add_argument("--model", default="ff_sa_cnn",
                    help="a tfsacnn.models variant (default ff_sa_cnn)")
-    p.add_argument("--neurons", type=pos, default=32)
-    p.add_argument("--batch", type=pos, default=50)
-    p.add_argument("--steps", type=pos, default=20)
-    p.add_argument("--warmup", type=int_at_least(0), default=3)
-    p.add_argument("--core", choices=["independent", "shared"], default="independent")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--conv-implementation", choices=["auto", "map", "grouped"], default="auto")
+    p.add_argument("--neurons", type=pos, default=32, help="neurons trained together")
+    p.add_argument("--batch-size", type=pos, default=50, help="images per step")
+    p.add_argument("--batch", dest="batch_size", type=pos, new="--batch-size",
+                   action=DeprecatedAlias)
+    p.add_argument("--steps", type=pos, default=20, help="timed steps (the median is reported)")
+    p.add_argument("--warmup", type=int_at_least(0), default=3,
+                   help="untimed steps first (compilation)")
+    p.add_argument("--core", choices=["independent", "shared"], default="independent",
+                   help="one network per neuron, or one shared core")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                   help="where to run (gpu: refused when none is visible)")
+    p.add_argument("--conv-implementation", choices=["auto", "map", "grouped"], default="auto",
+                   help="per-neuron convolutions: auto picks grouped on GPU, map on CPU")
     p.add_argument("--baseline", choices=["none", "torch"], default="none",
                    help="also time the paper's per-neuron PyTorch loop in this run")
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
                    default="float32", help="compute precision (weights stay float32)")
     p.add_argument("--threads", type=int_at_least(0), default=0,
-                   help="intra/inter-op threads (0: TF default)")
+                   help="intra/inter-op threads of TensorFlow and PyTorch (0: their default; "
+                        "JAX: set XLA_FLAGS instead)")
     p.add_argument("--site-images", type=pos, default=34000,
                    help="images per epoch for the extrapolated site time (default 34000)")
     p.add_argument("--site-epochs", type=pos, default=50,
                    help="epochs for the extrapolated site time (default 50)")
+    p.add_argument("--site-neurons", type=pos, default=300,
+                   help="neurons of the projected site (default 300), at the measured "
+                        "neuron-images/s")
 
 
 def forward_flops(name, **overrides):
@@ -51,7 +66,7 @@ def forward_flops(name, **overrides):
     readout; BatchNorm, sigmoid and pooling (elementwise, < 2%) are left out.
     """
     from .. import models
-    from ..nn.layers import NeuronConv2D, Readout, SelfAttention2D
+    from ..nn.layers import MultiHeadSelfAttention2D, NeuronConv2D, Readout, SelfAttention2D
 
     m = models.build(name, **overrides)
     total = 0
@@ -59,12 +74,13 @@ def forward_flops(name, **overrides):
         if isinstance(layer, NeuronConv2D):
             _, h, w, c = layer.output.shape
             total += 2 * h * w * layer.kernel_size ** 2 * layer.c_in * c
-        elif isinstance(layer, SelfAttention2D):
+        elif isinstance(layer, (SelfAttention2D, MultiHeadSelfAttention2D)):
             _, h, w, c = layer.output.shape
             p, d, heads = h * w, layer.key_dim, layer.num_heads
-            dv = layer.value_dim if layer.value_mapping else c // heads
+            value_mapping = getattr(layer, "value_mapping", True)
+            dv = layer.value_dim if value_mapping else c // heads
             total += 2 * 2 * p * c * d * heads + 2 * p * p * d * heads + 2 * p * p * dv * heads
-            if layer.value_mapping:
+            if value_mapping:
                 total += 2 * 2 * p * c * dv * heads
         elif isinstance(layer, Readout):
             total += 2 * sum(int(np.prod(v.shape)) for v in layer.weights if "kernel" in v.name)
@@ -100,24 +116,76 @@ def _torch_time(args):
     return _time(torch_step(args), args.steps, args.warmup)
 
 
+def _synthetic(args):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch_size, 50, 50, 1)).astype("float32")
+    y = rng.normal(size=(args.batch_size, args.neurons)).astype("float32")
+    return x, y
+
+
+def _build(args):
+    from .. import models
+
+    return models.build(args.model, n_neurons=args.neurons, core=args.core,
+                        conv_implementation=args.conv_implementation,
+                        precision=args.precision)
+
+
+def keras_step(args):
+    """One compiled training step of tfsacnn's model under Keras' backend, as a callable."""
+    import keras
+
+    return jax_step(args) if keras.backend.backend() == "jax" else tf_step(args)
+
+
+def jax_step(args):
+    """The step under JAX: one `jax.jit` of stateless_call + value_and_grad +
+    stateless_apply, the state (weights, BatchNorm statistics, Adam slots) donated."""
+    import jax
+    import jax.numpy as jnp
+    import keras
+
+    device = jax.devices("gpu" if args.device == "gpu" else "cpu")[0]
+    x, y = (jax.device_put(a, device) for a in _synthetic(args))
+    with jax.default_device(device):
+        model = _build(args)
+        opt = keras.optimizers.Adam(1e-3, epsilon=1e-8)
+        opt.build(model.trainable_variables)
+    state = [[jax.device_put(v.value, device) for v in vs] for vs in
+             (model.trainable_variables, model.non_trainable_variables, opt.variables)]
+
+    def loss_fn(trainable, non_trainable):
+        pred, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+        return jnp.sum(jnp.square(pred.astype("float32") - y)) / args.batch_size, non_trainable
+
+    @partial(jax.jit, donate_argnums=0)
+    def step(state):
+        trainable, non_trainable, opt_vars = state
+        (loss, non_trainable), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            trainable, non_trainable)
+        trainable, opt_vars = opt.stateless_apply(opt_vars, grads, trainable)
+        return [trainable, non_trainable, opt_vars], loss
+
+    def run():
+        nonlocal state
+        state, loss = step(state)
+        return float(loss)  # waits for the step
+
+    return run
+
+
 def tf_step(args):
-    """One compiled training step of tfsacnn's model, as a callable."""
+    """The step under TensorFlow: a `tf.function` with a GradientTape, as a callable."""
     import keras
     import tensorflow as tf
-
-    from .. import models
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     device = "/GPU:0" if args.device == "gpu" else "/CPU:0"
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.batch, 50, 50, 1)).astype("float32")
-    y = rng.normal(size=(args.batch, args.neurons)).astype("float32")
+    x, y = _synthetic(args)
     with tf.device(device):
-        model = models.build(args.model, n_neurons=args.neurons, core=args.core,
-                             conv_implementation=args.conv_implementation,
-                             precision=args.precision)
+        model = _build(args)
         opt = keras.optimizers.Adam(1e-3, epsilon=1e-8)
         opt.build(model.trainable_variables)
         x, y = tf.constant(x), tf.constant(y)
@@ -125,7 +193,7 @@ def tf_step(args):
         @tf.function
         def step():
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(tf.square(model(x, training=True) - y)) / args.batch
+                loss = tf.reduce_sum(tf.square(model(x, training=True) - y)) / args.batch_size
             grads = tape.gradient(loss, model.trainable_variables)
             opt.apply_gradients(zip(grads, model.trainable_variables))
             return loss
@@ -174,12 +242,12 @@ def torch_step(args):
 
     nets = nn.ModuleList([one() for _ in range(args.neurons)])
     opt = torch.optim.Adam(nets.parameters(), 1e-3)
-    x = torch.randn(args.batch, 1, 50, 50)
-    y = torch.randn(args.batch, args.neurons)
+    x = torch.randn(args.batch_size, 1, 50, 50)
+    y = torch.randn(args.batch_size, args.neurons)
 
     def step():
         opt.zero_grad()
-        pred = torch.stack([net(x) for net in nets], dim=1).reshape(args.batch, -1)
+        pred = torch.stack([net(x) for net in nets], dim=1).reshape(args.batch_size, -1)
         loss = nn.functional.mse_loss(pred, y)
         loss.backward()
         opt.step()
@@ -195,10 +263,20 @@ def check_args(args):
         raise ConfigError(f"--model: unknown model {args.model!r}; known: "
                           f"{', '.join(models.names())}")
     if args.device == "gpu":
-        import tensorflow as tf
+        import keras
 
-        if not tf.config.list_physical_devices("GPU"):
-            raise ConfigError("--device gpu: no GPU visible to TensorFlow")
+        if keras.backend.backend() == "jax":
+            import jax
+
+            try:
+                jax.devices("gpu")
+            except RuntimeError:
+                raise ConfigError("--device gpu: no GPU visible to JAX") from None
+        else:
+            import tensorflow as tf
+
+            if not tf.config.list_physical_devices("GPU"):
+                raise ConfigError("--device gpu: no GPU visible to TensorFlow")
     if args.baseline == "torch":
         import importlib.util
 
@@ -207,30 +285,37 @@ def check_args(args):
 
 
 def main(args):
+    import keras
+
     check_args(args)
     flops = forward_flops(args.model) * TRAIN_FACTOR
-    step_s = _time(tf_step(args), args.steps, args.warmup)
+    step_s = _time(keras_step(args), args.steps, args.warmup)
     base = [_time_torch_in_child(args)] if args.baseline == "torch" else []
-    rate = args.neurons * args.batch / step_s
+    rate = args.neurons * args.batch_size / step_s
     out = {
-        "model": args.model, "core": args.core, "device": args.device,
+        "model": args.model, "core": args.core, "backend": keras.backend.backend(),
+        "device": args.device,
         "precision": args.precision,
-        "n_neurons": args.neurons, "batch": args.batch, "steps": args.steps,
+        "n_neurons": args.neurons, "batch_size": args.batch_size, "steps": args.steps,
         "conv_implementation": args.conv_implementation,
         "neuron_images_per_s": round(rate, 1), "step_ms_median": round(step_s * 1e3, 2),
         "train_mflop_per_neuron_image": round(flops / 1e6, 2),
         "gflops_per_s": round(rate * flops / 1e9, 2),
         "peak_rss_mb": round(_peak_rss_mb(), 1), "cpu_count": os.cpu_count(),
     }
-    epoch_s = -(-args.site_images // args.batch) * step_s
+    epoch_s = -(-args.site_images // args.batch_size) * step_s
     out["epoch_s_extrapolated"] = round(epoch_s, 1)  # these neurons, --site-images images
     out["site_minutes_extrapolated"] = round(epoch_s * args.site_epochs / 60, 1)
+    site = args.site_neurons * args.site_images * args.site_epochs       # neuron-images
+    out["projected_site"] = (f"{args.site_neurons} neurons x {args.site_images} images x "
+                             f"{args.site_epochs} epochs")
+    out["projected_site_minutes"] = round(site / rate / 60, 1)
     if args.core == "shared":
         out["note"] = "gflops_per_s counts a per-neuron network per neuron (as independent)"
     if base:
         t = base[0]
         out["baseline"] = "pytorch per-neuron module loop (paper's construction)"
-        out["baseline_neuron_images_per_s"] = round(args.neurons * args.batch / t, 1)
+        out["baseline_neuron_images_per_s"] = round(args.neurons * args.batch_size / t, 1)
         out["speedup_vs_baseline"] = round(t / step_s, 2)
     print(json.dumps(out))
     return out

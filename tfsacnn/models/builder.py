@@ -14,12 +14,15 @@ block is frozen or loaded by its name.
 
 `core="independent"`: every neuron has its own network; the layers hold all neurons'
 weights side by side (see `tfsacnn.nn`), so n neurons run as a few large ops.
-`core="shared"`: one core of `channels` channels, and one readout per neuron.
+`core="shared"`: one core of `channels` channels, and one readout per neuron; its SA
+block with value mapping is `keras.layers.MultiHeadAttention` (`MultiHeadSelfAttention2D`,
+Keras' 1/sqrt(key_dim) scaling), without value mapping the paper's `SelfAttention2D`.
 """
 import keras
 import numpy as np
 
-from ..nn.layers import BatchNorm, NeuronConv2D, Readout, SelfAttention2D
+from ..nn.layers import (BatchNorm, MaxPool2D, MultiHeadSelfAttention2D, NeuronConv2D,
+                         Readout, SelfAttention2D)
 from .variants import CORES, resolve
 
 
@@ -67,13 +70,17 @@ def _build(name, o, n, core):
 
     for i, block in enumerate(("alpha_cpb1", "alpha_cpb2")):
         layers.append(conv(block, 5, shared_input=(i == 0)))
-        layers.append(keras.layers.MaxPooling2D(2, name=f"{block}_pool"))
+        layers.append(MaxPool2D(2, name=f"{block}_pool"))
         layers += bn_act_drop(block)
-    if o["attention"]:
+    if o["attention"] == "value_mapping" and core == "shared":
+        layers.append(MultiHeadSelfAttention2D(key_dim=o["key_dim"], value_dim=o["value_dim"],
+                                               num_heads=o["num_heads"], name="self_attention"))
+    elif o["attention"]:
         layers.append(SelfAttention2D(g, key_dim=o["key_dim"], value_dim=o["value_dim"],
                                       num_heads=o["num_heads"],
                                       value_mapping=o["attention"] == "value_mapping",
                                       name="self_attention"))
+    if o["attention"]:
         layers += bn_act_drop("self_attention")
     layers.append(conv("beta_cpb1", o["beta_kernel"]))
     layers += bn_act_drop("beta_cpb1")  # the SpatialDropout between the two betaCPBs
@@ -100,8 +107,10 @@ def neuron_axis(layer, var_name):
     return None if axes is None else axes.get(var_name)
 
 
-def _var_name(v):
-    return v.path.split("/")[-1]
+def _var_name(layer, v):
+    """`v`'s path inside `layer`: `kernel`, or `attention/query/kernel` in a sublayer."""
+    prefix = layer.path + "/"
+    return v.path[len(prefix):] if v.path.startswith(prefix) else v.path.split("/")[-1]
 
 
 def neuron_weights(model, i):
@@ -111,12 +120,12 @@ def neuron_weights(model, i):
     for layer in model.layers:
         ws = {}
         for v in layer.weights:
-            axis = neuron_axis(layer, _var_name(v))
+            axis = neuron_axis(layer, _var_name(layer, v))
             a = np.asarray(v.numpy())
             if axis is not None:
                 size = a.shape[axis] // n
                 a = np.take(a, range(i * size, (i + 1) * size), axis=axis)
-            ws[_var_name(v)] = a
+            ws[_var_name(layer, v)] = a
         if ws:
             out[layer.name] = ws
     return out
@@ -127,7 +136,7 @@ def set_neuron_weights(model, i, weights):
     n = model.output_shape[-1]
     for layer in model.layers:
         for v in layer.weights:
-            name = _var_name(v)
+            name = _var_name(layer, v)
             if layer.name not in weights or name not in weights[layer.name]:
                 raise KeyError(f"missing weight {layer.name}/{name}")
             new = np.asarray(weights[layer.name][name], dtype=v.dtype)

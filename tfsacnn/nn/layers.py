@@ -9,9 +9,13 @@ to know about neurons. A shared core is the special case `n_neurons=1`.
 Every layer that holds per-neuron weights lists, in `neuron_axes`, the axis of each of its
 weights that indexes neurons (the axis has length `n` or `n*C`). `tfsacnn.models` uses it
 to copy one neuron's weights in and out of a model.
+
+Backends: every layer is written with `keras.ops` and runs under TensorFlow and JAX.
+TensorFlow-only fast paths (fused BatchNorm, a `tf.map_fn` per-neuron conv, native grouped
+convs) are small named methods `_tf_*`, used only under the TensorFlow backend, which
+import TensorFlow there; nothing here imports it otherwise.
 """
 import keras
-import tensorflow as tf
 from keras import ops
 
 # The paper's BatchNorm is PyTorch's: eps 1e-5, running-average momentum 0.1.
@@ -19,8 +23,26 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
+def backend_is_tensorflow():
+    return keras.backend.backend() == "tensorflow"
+
+
 def device_has_gpu():
-    return bool(tf.config.list_logical_devices("GPU"))
+    """True if the Keras backend computes on a GPU by default (TensorFlow or JAX)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
 
 
 def _split_neurons(x, n):
@@ -39,10 +61,12 @@ def _merge_neurons(x):
 class BatchNorm(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` over the last axis, with the paper's eps/momentum.
 
-    In training on 4-D inputs `(B, H, W, C)` it runs as one fused kernel
-    (FusedBatchNormV3), about 2x faster on CPU than Keras' unfused moments. As in PyTorch,
-    the running variance is updated with the unbiased batch variance. Weights, names and
-    inference are those of `BatchNormalization`.
+    In training on 4-D inputs `(B, H, W, C)`, as in PyTorch, the running variance is
+    updated with the unbiased batch variance (Keras' own layer uses the biased one); the
+    output is normalised with the biased one. Under TensorFlow this runs as one fused
+    kernel (FusedBatchNormV3, `_tf_fused`), about 2x faster on CPU than unfused moments;
+    elsewhere it is written with `keras.ops`. Weights, names and inference are those of
+    `BatchNormalization`.
     """
 
     def __init__(self, **kwargs):
@@ -54,12 +78,57 @@ class BatchNorm(keras.layers.BatchNormalization):
         if not (training and self.trainable) or self.synchronized or len(inputs.shape) != 4 \
                 or self.axis not in (-1, 3):
             return super().call(inputs, training=training, mask=mask)
-        y, mean, var = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)[:3]
+        if backend_is_tensorflow():
+            y, mean, var = self._tf_fused(inputs)
+        else:
+            y, mean, var = self._batch_normalize(inputs)
         m = self.momentum
         self.moving_mean.assign(self.moving_mean * m + mean * (1 - m))
         self.moving_variance.assign(self.moving_variance * m + var * (1 - m))
         return y
+
+    def _batch_normalize(self, inputs):
+        """-> (normalised inputs, batch mean, unbiased batch variance), stats in float32."""
+        x = ops.cast(inputs, "float32")
+        mean, var = ops.moments(x, axes=(0, 1, 2))
+        count = ops.cast(ops.prod(ops.shape(x)[:3]), "float32")
+        y = (x - mean) * ops.rsqrt(var + self.epsilon)
+        y = y * ops.cast(self.gamma, "float32") + ops.cast(self.beta, "float32")
+        unbiased = var * count / ops.maximum(count - 1.0, 1.0)
+        return ops.cast(y, inputs.dtype), mean, unbiased
+
+    def _tf_fused(self, inputs):
+        import tensorflow as tf
+
+        return tf.compat.v1.nn.fused_batch_norm(
+            inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)[:3]
+
+
+@keras.saving.register_keras_serializable("tfsacnn")
+class MaxPool2D(keras.layers.MaxPooling2D):
+    """`keras.layers.MaxPooling2D(2)` ("valid", stride 2), `(B, H, W, C)` -> `(B, H//2, W//2, C)`.
+
+    Under TensorFlow it is Keras' layer (MaxPool). Elsewhere it is written as a reshape to
+    `(B, H//2, 2, W//2, 2, C)` and a max over the two window axes: the same values, and
+    under JAX on CPU its gradient is ~3x faster than that of `reduce_window` (XLA's
+    select-and-scatter). Ties (equal values in a window) share the gradient under JAX
+    and go to one element under TensorFlow; with real-valued maps they do not occur.
+    """
+
+    def __init__(self, pool_size=2, **kwargs):
+        kwargs.pop("strides", None)
+        kwargs.pop("padding", None)
+        if pool_size not in (2, (2, 2), [2, 2]):
+            raise ValueError(f"MaxPool2D: only pool_size 2, got {pool_size!r}")
+        super().__init__(pool_size=2, strides=2, padding="valid", **kwargs)
+
+    def call(self, inputs):
+        if backend_is_tensorflow():
+            return super().call(inputs)
+        s = ops.shape(inputs)
+        h, w = s[1] // 2, s[2] // 2
+        x = inputs[:, :2 * h, :2 * w]
+        return ops.max(ops.reshape(x, (s[0], h, 2, w, 2, s[3])), axis=(2, 4))
 
 
 @keras.saving.register_keras_serializable("tfsacnn")
@@ -73,12 +142,17 @@ class NeuronConv2D(keras.layers.Layer):
     conv: every neuron sees the same image). Output `(B, H-k+1, W-k+1, n*filters)`.
 
     `implementation` picks how a grouped (per-neuron) conv runs, all with the same weights:
-    - `"grouped"`: one `tf.nn.conv2d` whose input has `n` times the kernel's input channels,
-      which TensorFlow runs as a grouped convolution. Native and fastest on GPU; on CPU
-      it only trains under XLA and is ~45x slower (DESIGN.md), so it is not used there.
-    - `"map"`: a `tf.map_fn` (one `While` op, no Python loop at call time) over neurons,
-      each a dense `(k, k, c_in, filters)` conv on a cache-sized map. Fastest on CPU.
-    - `"auto"` (default): `"grouped"` when a GPU is visible, else `"map"`.
+    - `"grouped"`: one convolution whose input has `n` times the kernel's input channels,
+      run as a grouped convolution (`feature_group_count=n` under JAX; `tf.nn.conv2d`
+      under TensorFlow). Native and fastest on GPU. On CPU, TensorFlow trains it only
+      under XLA, ~45x slower (DESIGN.md), and JAX's CPU gradient of a grouped conv is
+      ~10x slower than separate convs, so it is not used there.
+    - `"map"`: one dense `(k, k, c_in, filters)` conv per neuron on a cache-sized map.
+      Under TensorFlow a `tf.map_fn` (one `While` op, `_tf_map_conv`); elsewhere a loop
+      over neurons unrolled when the function is traced (`_split_conv`; under JAX on CPU
+      this trains ~5x faster than `jax.lax.map` and ~10x faster than grouped).
+      Fastest on CPU.
+    - `"auto"` (default): `"grouped"` when the backend computes on a GPU, else `"map"`.
     A 1x1 kernel is always one batched matmul (einsum), and a shared input is one plain conv.
     """
 
@@ -116,17 +190,35 @@ class NeuronConv2D(keras.layers.Layer):
     def call(self, x):
         n, k = self.n_neurons, self.kernel_size
         if self.shared_input or n == 1:
-            y = tf.nn.conv2d(x, self.kernel, 1, "VALID")
+            y = ops.conv(x, self.kernel, 1, "valid")
         elif k == 1:
             w = ops.reshape(self.kernel, (self.c_in, n, self.filters))
             y = _merge_neurons(ops.einsum("bhwnc,cnf->bhwnf", _split_neurons(x, n), w))
         elif self._impl() == "grouped":
-            y = tf.nn.conv2d(x, self.kernel, 1, "VALID")
+            y = self._tf_grouped_conv(x) if backend_is_tensorflow() else \
+                ops.conv(x, self.kernel, 1, "valid")
+        elif backend_is_tensorflow():
+            y = self._tf_map_conv(x)
         else:
-            y = self._map_conv(x)
+            y = self._split_conv(x)
         return y + self.bias
 
-    def _map_conv(self, x):
+    def _split_conv(self, x):
+        """One dense conv per neuron, `n` ops in the traced graph, concatenated."""
+        c, f = self.c_in, self.filters
+        kernel = self.kernel
+        ys = [ops.conv(x[..., i * c:(i + 1) * c], kernel[..., i * f:(i + 1) * f], 1, "valid")
+              for i in range(self.n_neurons)]
+        return ops.concatenate(ys, axis=-1)
+
+    def _tf_grouped_conv(self, x):
+        import tensorflow as tf
+
+        return tf.nn.conv2d(x, self.kernel, 1, "VALID")
+
+    def _tf_map_conv(self, x):
+        import tensorflow as tf
+
         n, k, f = self.n_neurons, self.kernel_size, self.filters
         shape = tf.shape(x)
         b, h, w = shape[0], shape[1], shape[2]
@@ -249,6 +341,58 @@ class SelfAttention2D(keras.layers.Layer):
         return {**super().get_config(), "n_neurons": self.n_neurons, "key_dim": self.key_dim,
                 "value_dim": self.value_dim, "num_heads": self.num_heads,
                 "value_mapping": self.value_mapping}
+
+
+@keras.saving.register_keras_serializable("tfsacnn")
+class MultiHeadSelfAttention2D(keras.layers.Layer):
+    """The SA block of a shared core, on `keras.layers.MultiHeadAttention` (value mapping).
+
+    Input `x (B, H, W, C)`; output `(B, H, W, C)`, and with `return_attention=True` also the
+    attention `(B, 1, heads, H*W, H*W)` (the layout of `SelfAttention2D` with one group).
+    out = gamma * MHA(x, x) + x over the H*W positions (`attention_axes=(1,)` on
+    `(B, H*W, C)`), gamma a learnable scalar that starts at 0. MHA's query, key and value
+    projections C -> (heads, key_dim | value_dim) and its output projection back to C
+    (all with biases) are the paper's value-mapping 1x1 convs.
+
+    Scaling: this layer uses Keras' formulation, softmax(q k^T / sqrt(key_dim)). It is the
+    paper's unscaled `SelfAttention2D` with the query projection (kernel and bias)
+    multiplied by sqrt(key_dim), the same function class (tested exactly in
+    tests/test_models.py); only the initialisation differs (MHA's glorot/zeros).
+    Without value mapping (v = x) MHA has no equivalent, and the shared core keeps
+    `SelfAttention2D`.
+    """
+
+    neuron_axes = {}  # one core: no per-neuron weights
+
+    def __init__(self, key_dim=5, value_dim=5, num_heads=1, **kwargs):
+        super().__init__(**kwargs)
+        self.key_dim = int(key_dim)
+        self.value_dim = int(value_dim)
+        self.num_heads = int(num_heads)
+        self.attention = keras.layers.MultiHeadAttention(
+            num_heads=self.num_heads, key_dim=self.key_dim, value_dim=self.value_dim,
+            attention_axes=(1,), dtype=self.dtype_policy, name="attention")
+
+    def build(self, input_shape):
+        c = int(input_shape[-1])
+        seq = (input_shape[0], None, c)
+        self.attention.build(seq, seq)
+        self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
+
+    def call(self, x, return_attention=False):
+        s = ops.shape(x)
+        xp = ops.reshape(x, (s[0], s[1] * s[2], s[3]))
+        if not return_attention:  # lets MHA use the backend's fused attention
+            return self.gamma * ops.reshape(self.attention(xp, xp), s) + x
+        attended, attention = self.attention(xp, xp, return_attention_scores=True)
+        return self.gamma * ops.reshape(attended, s) + x, ops.expand_dims(attention, 1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "key_dim": self.key_dim, "value_dim": self.value_dim,
+                "num_heads": self.num_heads}
 
 
 @keras.saving.register_keras_serializable("tfsacnn")
