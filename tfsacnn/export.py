@@ -180,12 +180,10 @@ def export_run(run, data=None):
     Returns (saved_model path, whether `serve` takes raw images)."""
     from .files import read_yaml
 
+    from .runs import run_file
+
     run = pathlib.Path(run)
-    if not run.is_dir():
-        raise TfsacnnError(f"{run}: no such run directory")
-    src = run / "model.keras"
-    if not src.is_file():
-        raise TfsacnnError(f"{src}: not found")
+    src = run_file(run, "model.keras")
     if data is None:
         cfg_path = run / "config.yaml"
         if not cfg_path.is_file():

@@ -40,6 +40,17 @@ def check_run_dir(out, resume, overwrite):
     return overwrite
 
 
+def run_file(run_dir, name, error=TfsacnnError, hint=""):
+    """RUN/name as a Path; `error` (one line) if RUN is no directory or the file is missing."""
+    run = pathlib.Path(run_dir)
+    if not run.is_dir():
+        raise error(f"{run}: no such run directory")
+    path = run / name
+    if not path.is_file():
+        raise error(f"{path}: not found{hint}")
+    return path
+
+
 LOCK = ".tfsacnn.lock"
 
 

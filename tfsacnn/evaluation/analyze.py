@@ -89,12 +89,11 @@ def load_run(run_dir):
     when metrics.json does not say), "neuron_ids" (or None), "data_dir" (or None)}.
     Raises AnalyzeError.
     """
+    from ..runs import run_file
+
     run = pathlib.Path(run_dir)
-    if not run.is_dir():
-        raise AnalyzeError(f"{run}: no such run directory")
-    model_path = run / "model.keras"
-    if not model_path.is_file():
-        raise AnalyzeError(f"{model_path}: not found (is {run} a trained run directory?)")
+    model_path = run_file(run, "model.keras", AnalyzeError,
+                          f" (is {run} a trained run directory?)")
     config = _read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
     metrics = _read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
 

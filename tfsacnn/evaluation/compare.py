@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tfsacnn.errors import OneLineParser, TfsacnnError
+from tfsacnn.errors import OneLineParser, TfsacnnError, run_cli
 from tfsacnn.files import read_json, write_text
 
 METRICS = ("corr", "pt_s", "pt_j")            # table order, as in the paper
@@ -421,9 +421,8 @@ def _parser():
 
 
 def main(argv=None):
-    from tfsacnn.errors import run_cli
-
-    from .evaluate import default_split
+    """`python -m tfsacnn.compare`; returns the exit code."""
+    from .evaluate import default_split   # (evaluate imports keras; compare itself does not)
 
     args = _parser().parse_args(argv)
 
