@@ -112,6 +112,7 @@ def run(args):
 
 def build_parser():
     p = OneLineParser(prog="python -m tfsacnn.evaluate", description=__doc__)
+    add_output_flags(p)
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory with saved_model/")
     p.add_argument("--data", metavar="DIR", help="dataset directory (default: the run's data.dir)")
     p.add_argument("--split", default=None,
@@ -122,7 +123,6 @@ def build_parser():
     p.add_argument("--out", metavar="FILE.json", help="also write the result as JSON here")
     p.add_argument("--save", action="store_true",
                    help="record the result in RUN_DIR/metrics.json (for compare)")
-    add_output_flags(p)
     return p
 
 
