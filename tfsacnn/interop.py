@@ -38,14 +38,12 @@ import copy
 import os
 import pathlib
 import re
-import shutil
-import tempfile
 
 import numpy as np
 
 from . import models
-from .errors import DataError
-from .files import check_out
+from .errors import DataError, TfsacnnError
+from .files import atomic_dir
 
 # Variants whose reference module we map (the variant's name in tfsacnn.models).
 SUPPORTED = ("ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn", "ff_sa_cnn_star",
@@ -516,31 +514,22 @@ def write_run(name, paths, out, overwrite=False):
 
     from . import export
 
+    from .runs import check_run_dir
+
     out = pathlib.Path(out)
-    check_out(out, overwrite, "config.yaml", "run", DataError)
+    try:
+        check_run_dir(out, resume=False, overwrite=overwrite)
+    except TfsacnnError as e:
+        raise DataError(str(e)) from None
     paths = [pathlib.Path(p) for p in _as_list(paths)]
     model, overrides, neurons = _load(name, paths)
     cfg = run_config(name, paths, overrides, neurons)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
-    old = None
-    try:
+    def write(tmp):
+        tmp.mkdir()
         model.save(tmp / "model.keras")
         export.export_saved_model(model, tmp / "saved_model")
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        if out.exists():
-            old = out.with_name(out.name + f".old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists():
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+    atomic_dir(out, write)
     return out

@@ -34,6 +34,8 @@ def check_run_dir(out, resume, overwrite):
     if (out / "metrics.json").exists() and not overwrite:
         raise TfsacnnError(f"{out}: a finished run is already there (use --overwrite, "
                            f"or another --out)")
+    if (out / "model.keras").exists() and not overwrite:
+        raise TfsacnnError(f"{out}: a run is already there (use --overwrite, or another --out)")
     if (out / "checkpoints").exists() and not overwrite:
         raise TfsacnnError(f"{out}: an unfinished run is there (use --resume to continue "
                            f"it, or --overwrite)")
