@@ -5,8 +5,8 @@ The comparison: one TensorFlow epoch makes initial weights (run `init`); then bo
 backends train 2 more epochs from them (`train.init_from`) with dropout 0 and the train
 split read in file order (`train.shuffle: false`), so the two runs are one computation up
 to floating-point summation order and the convolution algorithms. Tolerance: each
-neuron's val/test CORR within 2e-3 and PT_J within 0.1 (one image of top_k = 10), the
-same as the tf.distribute tests. Different shuffles or dropout masks (the backends' RNGs
+neuron's val/test CORR within 5e-4 (measured: 4.5e-5 at most) and PT_J within 0.1 (one
+image of top_k = 10). Different shuffles or dropout masks (the backends' RNGs
 differ) would make the runs differ by far more, so those are switched off rather than
 absorbed by a loose tolerance.
 """
@@ -78,7 +78,7 @@ def test_metrics_match_tensorflow_from_the_same_weights(runs):
     assert a["best_epoch"] == b["best_epoch"]
     for split in ("val", "test"):
         pa, pb = a["splits"][split]["per_neuron"], b["splits"][split]["per_neuron"]
-        np.testing.assert_allclose(pa["corr"], pb["corr"], atol=2e-3)
+        np.testing.assert_allclose(pa["corr"], pb["corr"], atol=5e-4)
         np.testing.assert_allclose(pa["pt_j"], pb["pt_j"], atol=0.1 + 1e-9)
 
 
