@@ -299,7 +299,9 @@ def test_bad_config_is_refused_before_work(site, tmp_path, capsys, extra, messag
 
 def test_missing_data_and_existing_run_refused(site, tiny_run, tmp_path, capsys):
     assert fit.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
-    assert "manifest.json not found" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'nope'}: not a dataset (no manifest.json); --data names a "
+        f"directory written by `tfsacnn data build` or `data synthesize`")
     assert _fit(site, tiny_run) == 2
     assert "already there" in capsys.readouterr().err
 

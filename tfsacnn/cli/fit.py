@@ -117,6 +117,9 @@ def resume_config(args, saved):
 
 
 def run(args):
+    if args.data and not (pathlib.Path(args.data) / "manifest.json").is_file():
+        raise TfsacnnError(f"{args.data}: not a dataset (no manifest.json); --data names a "
+                           f"directory written by `tfsacnn data build` or `data synthesize`")
     saved = pathlib.Path(args.out) / "config.yaml" if args.out else None
     if args.resume and saved is not None and saved.is_file():
         cfg = resume_config(args, saved)   # the run's own config, no demo set-up
