@@ -252,9 +252,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(site, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "metrics.json").exists()
-    assert int(np.load(ckpt)["epoch"]) < 3
+    with np.load(ckpt) as z:
+        done, before = int(z["epoch"]), json.loads(bytes(z["history"]).decode())
+    assert done < 3 and len(before) == done
     assert fit.main(["--out", str(out), "--resume"]) == 0
     assert _metrics(out)["splits"] == _metrics(tmp_path / "full")["splits"]
+    after = json.loads(bytes(np.load(ckpt)["history"]).decode())
+    assert after[:done] == before and len(after) == 3     # continued, not retrained
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(site, tmp_path, monkeypatch, capsys):
@@ -415,7 +419,7 @@ def test_second_writer_is_refused_and_a_killed_writer_does_not_block_resume(site
         first.send_signal(signal.SIGKILL)
         first.wait()
     assert fit.main(["--out", str(out), "--resume", "--set", "train.epochs=2"]) == 0
-    assert (out / "metrics.json").exists() and not (out / ".tfsacnn.lock").exists()
+    assert (out / "metrics.json").exists()
 
 
 def test_time_limit_stops_at_an_epoch_boundary_and_resume_goes_on(site, tmp_path):
@@ -432,3 +436,31 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_goes_on(site, tmp_path
     assert "stopped_early" not in m and max(m["best_epoch"]) <= 3
     ckpt = np.load(out / "checkpoints" / "last.npz")
     assert int(ckpt["epoch"]) == 3
+
+
+def test_shared_core_with_attention_trains_checkpoints_and_transfers(site, tmp_path):
+    """The shared core's MultiHeadAttention has four kernels: every variable keeps its own
+    name in the checkpoint, and init_from copies all of them."""
+    import keras
+
+    from tfsacnn import models
+    from tfsacnn.training import init_from_run
+
+    out = tmp_path / "shared"
+    assert _fit(site, out, "--set", "model.core=shared", "--set", "train.epochs=1") == 0
+    keys = np.load(out / "checkpoints" / "last.npz").files
+    for part in ("query", "key", "value", "attention_output"):
+        assert f"model/self_attention/attention/{part}/kernel" in keys, sorted(keys)[:20]
+    src = keras.saving.load_model(out / "model.keras", compile=False)
+    fresh = models.build("ff_sa_cnn", n_neurons=3, core="shared", channels=6, seed=123)
+    init_from_run(fresh, out)
+    for a, b in zip(src.get_layer("self_attention").weights,
+                    fresh.get_layer("self_attention").weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_resume_without_a_run_refuses_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert fit.main(["--resume", "--out", str(tmp_path / "nothing")]) == 2
+    assert "nothing to resume" in _one_line_error(capsys)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "nothing").exists()

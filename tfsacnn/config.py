@@ -123,7 +123,7 @@ def _check_type(where, value, default, key):
     if value is None and key in NULLABLE:
         return
     if key in NULLABLE:
-        ok = isinstance(value, NULLABLE[key])
+        ok = isinstance(value, NULLABLE[key]) and not isinstance(value, bool)
         expected = " or ".join(t.__name__ for t in NULLABLE[key])
     elif isinstance(default, bool):
         ok, expected = isinstance(value, bool), "bool"

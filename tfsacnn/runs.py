@@ -26,7 +26,7 @@ def check_run_dir(out, resume, overwrite):
         if not (out / "config.yaml").exists():
             raise TfsacnnError(f"{out}: nothing to resume (no config.yaml)")
         return False
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not any(c.name != LOCK for c in out.iterdir()):
         return False
     if not any((out / f).exists() for f in ("config.yaml", "metrics.json", "checkpoints")):
         raise TfsacnnError(f"{out}: not empty and not a run directory; refusing to write into "
@@ -60,7 +60,8 @@ class RunLock:
     """Exclusive lock on a run directory while one process writes it (`flock`).
 
     A second writer is refused with one line. The kernel drops the lock when its process
-    ends, however it ends, so a killed run never blocks a later `--resume`.
+    ends, however it ends, so a killed run never blocks a later `--resume`. The (empty)
+    lock file stays in the run directory.
     """
 
     def __init__(self, run_dir):
@@ -87,8 +88,8 @@ class RunLock:
     def __exit__(self, *exc):
         import os
 
-        self.path.unlink(missing_ok=True)
-        os.close(self.fd)
+        os.ftruncate(self.fd, 0)   # the file stays: deleting it would let a process that
+        os.close(self.fd)          # opened it just before lock a file no one else sees
         self.fd = None
 
 

@@ -121,7 +121,10 @@ def run(args):
         raise TfsacnnError(f"{args.data}: not a dataset (no manifest.json); --data names a "
                            f"directory written by `tfsacnn data build` or `data synthesize`")
     saved = pathlib.Path(args.out) / "config.yaml" if args.out else None
-    if args.resume and saved is not None and saved.is_file():
+    if args.resume and (saved is None or not saved.is_file()):
+        raise TfsacnnError(f"{args.out or '--out'}: nothing to resume (no config.yaml); "
+                           f"--resume continues the run in --out")
+    if args.resume:
         cfg = resume_config(args, saved)   # the run's own config, no demo set-up
     else:
         cfg = resolve_config(args)

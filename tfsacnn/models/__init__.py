@@ -9,6 +9,7 @@ from .variants import (ATTENTION, BLOCKS, CONV_IMPLEMENTATIONS, CORES, DEFAULTS,
                        names, resolve)
 
 _BUILDER = ("build", "count_trainable", "neuron_axis", "neuron_weights", "set_neuron_weights",
+            "var_name",
             "features", "attention_maps", "readout_contributions", "has_attention")
 
 

@@ -99,18 +99,22 @@ def count_trainable(model):
 # ---------------------------------------------------------------- per-neuron weights
 
 
-def neuron_axis(layer, var_name):
-    """The axis of `layer`'s weight `var_name` that indexes neurons, or None if shared."""
+def neuron_axis(layer, name):
+    """The axis of `layer`'s weight `name` that indexes neurons, or None if shared."""
     if isinstance(layer, keras.layers.BatchNormalization):
         return 0
     axes = getattr(layer, "neuron_axes", None)
-    return None if axes is None else axes.get(var_name)
+    return None if axes is None else axes.get(name)
 
 
-def _var_name(layer, v):
-    """`v`'s path inside `layer`: `kernel`, or `attention/query/kernel` in a sublayer."""
-    prefix = layer.path + "/"
-    return v.path[len(prefix):] if v.path.startswith(prefix) else v.path.split("/")[-1]
+def var_name(layer, v):
+    """`v`'s name inside `layer`: `kernel`, `attention/query/kernel` in a sublayer, or the
+    last part of its path (a dropout layer's `seed_generator_state`). Unique per layer:
+    checkpoints, `init_from` and `train.freeze` address variables as `<layer>/<name>`."""
+    prefix = f"{layer.path}/" if layer.path else None
+    if prefix and v.path.startswith(prefix):
+        return v.path[len(prefix):]
+    return v.path.split("/")[-1]
 
 
 def neuron_weights(model, i):
@@ -120,12 +124,12 @@ def neuron_weights(model, i):
     for layer in model.layers:
         ws = {}
         for v in layer.weights:
-            axis = neuron_axis(layer, _var_name(layer, v))
+            axis = neuron_axis(layer, var_name(layer, v))
             a = np.asarray(v.numpy())
             if axis is not None:
                 size = a.shape[axis] // n
                 a = np.take(a, range(i * size, (i + 1) * size), axis=axis)
-            ws[_var_name(layer, v)] = a
+            ws[var_name(layer, v)] = a
         if ws:
             out[layer.name] = ws
     return out
@@ -136,7 +140,7 @@ def set_neuron_weights(model, i, weights):
     n = model.output_shape[-1]
     for layer in model.layers:
         for v in layer.weights:
-            name = _var_name(layer, v)
+            name = var_name(layer, v)
             if layer.name not in weights or name not in weights[layer.name]:
                 raise KeyError(f"missing weight {layer.name}/{name}")
             new = np.asarray(weights[layer.name][name], dtype=v.dtype)

@@ -74,7 +74,7 @@ class BestWeights(Callback):
         axis_of = {}
         for layer in model.layers:
             for v in layer.variables:
-                axis_of[id(v)] = models.neuron_axis(layer, v.path.split("/")[-1])
+                axis_of[id(v)] = models.neuron_axis(layer, models.var_name(layer, v))
         self.axes = [axis_of.get(id(v)) for v in model.variables]
 
     def on_epoch_end(self, epoch, logs=None):

@@ -24,10 +24,12 @@ from ..errors import TfsacnnError
 
 def model_names(model):
     """`<layer>/<variable>` for each of `model.variables`, in that order."""
+    from ..models import var_name
+
     by_id = {}
     for layer in model.layers:
         for v in layer.variables:
-            by_id.setdefault(id(v), f"{layer.name}/{v.path.split('/')[-1]}")
+            by_id.setdefault(id(v), f"{layer.name}/{var_name(layer, v)}")
     names = [by_id.get(id(v), v.path) for v in model.variables]
     if len(set(names)) != len(names):
         raise TfsacnnError(f"{model.name}: variable names are not unique; cannot checkpoint")

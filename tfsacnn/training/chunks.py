@@ -2,7 +2,6 @@
 import numpy as np
 
 from .. import models
-from ..errors import TfsacnnError
 from .strategy import set_seed
 
 
@@ -21,9 +20,6 @@ class ChunkedTraining:
         from .trainer import Trainer
 
         t = self.trainer
-        if t.cfg.train.time_limit_s:
-            raise TfsacnnError("train.time_limit_s needs every neuron in one step; set "
-                               "train.neurons_per_step: 0")
         set_seed(t.cfg.train.seed)
         with t.strategy.scope():
             full = t.build_model(len(t.neurons))

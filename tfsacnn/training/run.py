@@ -52,8 +52,8 @@ def train(cfg, out, *, resume=False, overwrite=False, quiet=False):
                 clear(out)
             return _train_locked(trainer, typed, cfg, out, resume, chief, quiet)
     except TfsacnnError:
-        if created and chief and not any(p.name != ".tfsacnn.lock" for p in out.iterdir()):
-            shutil.rmtree(out, ignore_errors=True)      # nothing of a run was written
+        if created and chief and not (out / "checkpoints").exists():
+            shutil.rmtree(out, ignore_errors=True)      # made here, and no epoch was saved
         raise
 
 

@@ -65,6 +65,13 @@ class Trainer:
                                    f"than eval.top_k={top_k} (PT needs top_k images)")
         self.checkpoint_path = self.run_dir / "checkpoints" / checkpoint_name
         self.tag = ""
+        if cfg.train.time_limit_s and type(self.strategy).__name__.startswith("MultiWorker"):
+            raise TfsacnnError("train.time_limit_s: not with several workers (each would "
+                               "decide alone when to stop); use it on one machine")
+        if cfg.train.time_limit_s and self.independent and \
+                self.neurons_per_step() < len(self.neurons):
+            raise TfsacnnError("train.time_limit_s needs every neuron in one step; set "
+                               "train.neurons_per_step: 0")
 
     @property
     def independent(self):

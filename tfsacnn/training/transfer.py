@@ -27,7 +27,7 @@ def apply_freeze(model, entries, frozen_bn="update_stats"):
             elif models.block_of(layer.name) != layer_part:
                 continue
             for v in layer.weights:
-                name = v.path.split("/")[-1]
+                name = models.var_name(layer, v)
                 if var_part and name != var_part:
                     continue
                 v.trainable = False
@@ -60,9 +60,9 @@ def init_from_run(model, run_dir, blocks=None):
             other = src.get_layer(layer.name)
         except ValueError:
             continue
-        theirs = {v.path.split("/")[-1]: v for v in other.weights}
+        theirs = {models.var_name(other, v): v for v in other.weights}
         for v in layer.weights:
-            name = v.path.split("/")[-1]
+            name = models.var_name(layer, v)
             if name in theirs and tuple(theirs[name].shape) == tuple(v.shape):
                 v.assign(theirs[name].numpy())
                 copied.append(f"{layer.name}.{name}")
