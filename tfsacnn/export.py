@@ -203,7 +203,7 @@ def main(argv=None):
     """`python -m tfsacnn.export --run RUN`: write RUN/saved_model from RUN/model.keras."""
     import argparse
 
-    from .errors import OneLineParser, run_cli
+    from .errors import OneLineParser, add_output_flags, run_cli
 
     p = OneLineParser(prog="python -m tfsacnn.export", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,8 +212,7 @@ def main(argv=None):
     p.add_argument("--data", metavar="DIR", default=None,
                    help="dataset whose recorded preprocessing `serve` applies "
                         "(default: the run's config.yaml data.dir)")
-    p.add_argument("--quiet", action="store_true", help="print nothing on success")
-    p.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
+    add_output_flags(p)
     args = p.parse_args(argv)
     if "keras" not in sys.modules:   # the SavedModel is TensorFlow's, whatever trained the run
         os.environ["KERAS_BACKEND"] = "tensorflow"

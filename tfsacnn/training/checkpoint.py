@@ -58,7 +58,7 @@ def save(path, model, optimizer, best, epoch, history):
     try:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
-    except OSError:
+    except BaseException:          # also Ctrl-C: no partial file left behind
         tmp.unlink(missing_ok=True)
         raise
 
