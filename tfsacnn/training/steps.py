@@ -29,8 +29,9 @@ class _Step:
     def predict(self, images):
         bs = self.cfg.eval.batch_size
         out = [np.asarray(self._predict(images[i:i + bs])) for i in range(0, len(images), bs)]
-        return np.concatenate(out, axis=0) if out else np.zeros((0, self.trainer.n_out),
-                                                                np.float32)
+        if not out:
+            return np.zeros((0, self.model.output_shape[-1]), np.float32)
+        return np.concatenate(out, axis=0)
 
     def end_epoch(self):
         pass

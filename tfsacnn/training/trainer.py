@@ -103,8 +103,13 @@ class Trainer:
         return kind(t.learning_rate, epsilon=ADAM_EPSILON, **extra)
 
     def predict(self, model, images):
-        """`model`'s inference-mode predictions `(N, n)` for images `(N, S, S, 1)`."""
-        return make_step(self, model, self.make_optimizer()).predict(images)
+        """`model`'s inference-mode predictions `(N, n)` for images `(N, S, S, 1)`.
+
+        One compiled step per model, so every report split reuses it."""
+        cached = getattr(self, "_predict_step", None)
+        if cached is None or cached.model is not model:
+            cached = self._predict_step = make_step(self, model, self.make_optimizer())
+        return cached.predict(images)
 
     # --------------------------------------------------------------------- fit
 
@@ -153,7 +158,6 @@ class Trainer:
             optimizer = self.make_optimizer()
             optimizer.build(model.trainable_variables)
         self.model, self.optimizer, self.history = model, optimizer, []
-        self.n_out = n
         best = self.best = cb.BestWeights(self.independent)
         self.stopped_early = None
         steps = -(-self.manifest["splits"]["train"]["count"] // t.batch_size)
