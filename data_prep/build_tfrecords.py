@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 
 from data_prep import loaders, preprocess  # noqa: E402
 from data_prep.writer import write_dataset  # noqa: E402
-from tfsacnn.errors import ConfigError, DataError, OneLineParser, add_output_flags, run_cli  # noqa: E402
+from tfsacnn.errors import (ConfigError, DataError, OneLineParser, add_output_flags,  # noqa: E402
+                            int_at_least, run_cli)
 from tfsacnn.files import check_out  # noqa: E402
 
 SACNN_FILES = {"train_images": "train_img_{site}.npy", "train_responses": "trainRsp_{site}.npy",
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--test-fraction", type=_fraction, default=0.0, help="fraction moved to a test split (0: no test split)")
     sp.add_argument("--test-from", choices=["train", "val"], default=None,
                     help="where the test split comes from (default: val if a validation set is given)")
-    sp.add_argument("--seed", type=int, default=0, help="seed of the val/test draws")
+    sp.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the val/test draws")
     pp = p.add_argument_group("preprocessing")
     pp.add_argument("--size", type=int, default=None,
                     help="output side in pixels (default: 50; images of mixed sizes need it given explicitly)")

@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out test images, --repeats trials each (default 0: no test split)")
     p.add_argument("--repeats", type=int_at_least(1), default=10, help="trials per val/test image (default 10)")
     p.add_argument("--size", type=int_at_least(32), default=50, help="image side in pixels, >= 32 (default 50)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed; same seed, same dataset (default 0)")
     p.add_argument("--surround-fraction", type=_fraction, default=0.7,
                    help="fraction of neurons with contextual modulation (default 0.7)")
     p.add_argument("--surround-model", choices=v1_model.SURROUND_MODELS, default="fixed",

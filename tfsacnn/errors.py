@@ -1,5 +1,6 @@
 """Exceptions that CLIs turn into one-line errors and exit code 2, and the CLI helpers."""
 import argparse
+import contextlib
 import sys
 
 
@@ -15,14 +16,21 @@ class ConfigError(TfsacnnError):
     """Bad config: unknown keys, bad types, missing files."""
 
 
+INTERRUPTED = 130   # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
+
+
 def run_cli(fn, *args, path=None):
-    """Call `fn(*args)`; turn a TfsacnnError or OSError into one stderr line and code 2.
+    """Call `fn(*args)`; turn a TfsacnnError or OSError into one stderr line and code 2,
+    and Ctrl-C (KeyboardInterrupt) into `error: interrupted` and code 130.
 
     Returns the exit code (0 on success). `path` names the file in an OSError without one.
     Open progress bars are closed first, so the error starts a line of its own.
     """
     try:
         fn(*args)
+    except KeyboardInterrupt:
+        _error("interrupted (Ctrl-C)" + (f"; {path} is as the command left it" if path else ""))
+        return INTERRUPTED
     except TfsacnnError as e:
         _error(str(e))
         return 2
@@ -59,14 +67,30 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+_command = []   # the name `tfsacnn <command>` runs a module's main() under (`command_name`)
+
+
+@contextlib.contextmanager
+def command_name(name):
+    """While active, every OneLineParser's prog is `name` (e.g. "tfsacnn fit"), so --help
+    and usage errors show the command the user typed, not `python -m <module>`."""
+    _command.append(name)
+    try:
+        yield
+    finally:
+        _command.pop()
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line too: `error: <arg>: <problem>`, exit 2.
 
     --help shows every option's default (`HelpFormatter`; a plain or RawDescription
-    formatter_class is upgraded to it).
+    formatter_class is upgraded to it). Under `command_name(name)`, prog is `name`.
     """
 
     def __init__(self, *args, **kwargs):
+        if _command and str(kwargs.get("prog", "")).startswith("python -m "):
+            kwargs["prog"] = _command[-1]     # a module's own name; sub-parsers keep theirs
         if kwargs.get("formatter_class") in (None, argparse.HelpFormatter,
                                              argparse.RawDescriptionHelpFormatter):
             kwargs["formatter_class"] = HelpFormatter

@@ -83,6 +83,23 @@ def check_out(path, overwrite, marker, what, error=TfsacnnError):
         raise error(f"{path}: not a {what} directory (no {marker}); refusing to delete it")
 
 
+def check_writable(path, flag="--out", directory=False):
+    """Refuse, before any work, an output `path` that cannot be written: a directory where
+    a file goes (or a file where a `directory` goes), or a nearest existing parent that is
+    a file or not writable. Creates nothing."""
+    path = pathlib.Path(path)
+    if path.exists() and path.is_dir() != directory:
+        raise TfsacnnError(f"{path}: is a {'directory' if path.is_dir() else 'file'}; {flag} "
+                           f"names a {'directory' if directory else 'file'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise TfsacnnError(f"{flag} {path}: cannot be created ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TfsacnnError(f"{flag} {path}: cannot be created ({parent} is not writable)")
+
+
 def atomic_dir(path, write):
     """Run `write(tmp)` for a fresh path `tmp` next to `path`, then rename it to `path`.
 

@@ -22,6 +22,9 @@ def check_run_dir(out, resume, overwrite):
     if (out / "manifest.json").exists():
         raise TfsacnnError(f"{out}: is a dataset (manifest.json), not a run directory; --out "
                            f"names the run to write")
+    if resume and overwrite:
+        raise TfsacnnError(f"{out}: resume and overwrite contradict each other; nothing was "
+                           f"changed")
     if resume:
         if not (out / "config.yaml").exists():
             raise TfsacnnError(f"{out}: nothing to resume (no config.yaml)")

@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--size", type=pos, default=50, help="image side in pixels")
     parser.add_argument("--batch-size", type=pos, default=256, help="read batch size")
     parser.add_argument("--shard-size", type=pos, default=2500, help="examples per shard")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and responses")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the synthetic images and responses")
 
 
 def _synthetic(n: int, size: int, neurons: int, seed: int):

@@ -117,6 +117,9 @@ def resume_config(args, saved):
 
 
 def run(args):
+    if args.resume and args.overwrite:
+        raise TfsacnnError(f"{args.out or '--out'}: --resume and --overwrite contradict each "
+                           f"other (continue the run, or replace it); nothing was changed")
     if args.data and not (pathlib.Path(args.data) / "manifest.json").is_file():
         raise TfsacnnError(f"{args.data}: not a dataset (no manifest.json); --data names a "
                            f"directory written by `tfsacnn data build` or `data synthesize`")
@@ -128,6 +131,10 @@ def run(args):
         cfg = resume_config(args, saved)   # the run's own config, no demo set-up
     else:
         cfg = resolve_config(args)
+    if args.neurons and cfg["data"]["dir"] is not None:
+        from ..data import parse_neurons_flag, read_manifest
+
+        parse_neurons_flag(args.neurons, read_manifest(cfg["data"]["dir"])["n_neurons"])
     from ..training.run import train
 
     out = args.out or f"runs/{cfg['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"

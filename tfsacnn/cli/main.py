@@ -6,6 +6,8 @@ Each subcommand is the same program as `python -m <module>` with the same option
 import importlib
 import sys
 
+from ..errors import INTERRUPTED, command_name
+
 # command -> (module whose main(argv) runs it, one-line description)
 COMMANDS = {
     "fit": ("tfsacnn.cli.fit", "train a config (no arguments: the demo)"),
@@ -41,9 +43,14 @@ def dispatch(table, argv, prog):
         return 2
     if name == "data" and table is COMMANDS:
         return dispatch(DATA_COMMANDS, rest, f"{prog} data")
-    module = importlib.import_module(table[name][0])
     sys.argv[0] = f"{prog} {name}"
-    return module.main(rest) or 0
+    try:
+        module = importlib.import_module(table[name][0])
+        with command_name(f"{prog} {name}"):
+            return module.main(rest) or 0
+    except KeyboardInterrupt:     # Ctrl-C while importing (a command's own is `run_cli`'s)
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED
 
 
 def main(argv=None):

@@ -6,7 +6,8 @@ without TensorFlow, for the JAX trainer); `load_numpy` reads with tf.data under 
 TensorFlow backend and with `records` under any other (JAX), the same arrays either way.
 Readers are imported on first use, so reading a manifest needs no TensorFlow.
 """
-from .manifest import SCHEMA_VERSION, parse_neurons, read_manifest, shard_files  # noqa: F401
+from .manifest import (SCHEMA_VERSION, parse_neurons, parse_neurons_flag,  # noqa: F401
+                       read_manifest, shard_files)
 
 _TFDATA = ("load", "SHUFFLE_BUFFER", "READ_BUFFER")
 

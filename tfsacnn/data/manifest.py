@@ -134,3 +134,11 @@ def parse_neurons(spec, n_total: int) -> list[int]:
     if len(set(parts)) != len(parts):
         raise ConfigError(f"neurons: {spec!r} repeats an index")
     return parts
+
+
+def parse_neurons_flag(spec, n_total, flag="--neurons"):
+    """`parse_neurons` for a command-line flag: its errors name the flag, `--neurons 7: ...`."""
+    try:
+        return parse_neurons(spec, n_total)
+    except ConfigError as e:
+        raise ConfigError(f"{flag} {spec}: {str(e).removeprefix('neurons: ')}") from None

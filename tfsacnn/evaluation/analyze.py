@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 
 from tfsacnn.evaluation import plots  # noqa: E402
 from tfsacnn.errors import ConfigError, OneLineParser, TfsacnnError, run_cli  # noqa: E402
-from tfsacnn.files import read_json, read_yaml, write_text  # noqa: E402
+from tfsacnn.files import check_writable, read_json, read_yaml, write_text  # noqa: E402
 
 TUNING_PER_PAGE = 16
 ATTENTION_PER_PAGE = 8
@@ -165,11 +165,11 @@ def _check_data(run, data_dir, manifest):
 
 def _select(spec, run_neurons, n_data):
     """Dataset neuron indices chosen by `--neurons` (default: all of the run's)."""
-    from tfsacnn.data import parse_neurons
+    from tfsacnn.data import parse_neurons_flag
 
     if spec is None:
         return list(run_neurons)
-    chosen = parse_neurons(spec, n_data)
+    chosen = parse_neurons_flag(spec, n_data)
     known = set(run_neurons)
     for i in chosen:
         if i not in known:
@@ -657,6 +657,8 @@ def main(argv=None):
             return "val"
 
     def run():
+        if args.out:
+            check_writable(args.out, directory=True)    # before the long work
         quiet_tensorflow(args.verbose)
         analyze(args.run, data_dir=args.data, split=args.split or split_of(),
                 neurons=args.neurons, top=args.top_k, out=args.out,

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from tfsacnn.errors import OneLineParser, TfsacnnError, run_cli
-from tfsacnn.files import read_json, write_text
+from tfsacnn.files import check_writable, read_json, write_text
 
 METRICS = ("corr", "pt_s", "pt_j")            # table order, as in the paper
 PEAKS = ("top_overlap", "peak_height")      # with --peaks: why PT differs
@@ -434,6 +434,9 @@ def main(argv=None):
         return "test" if all(default_split(s) == "test" for s in splits) else "val"
 
     def run():
+        if args.out:   # before the work; the .md and its .csv are written together
+            for path in (args.out, pathlib.Path(args.out).with_suffix(".csv")):
+                check_writable(path)
         split = args.split or split_of(args.runs + ([args.baseline] if args.baseline else []))
         df = compare_runs(args.runs, baseline=args.baseline, split=split,
                           neuron_mask=args.neurons_mask, group_by_surround=args.group_by_surround,

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from ..errors import OneLineParser, TfsacnnError, add_output_flags, int_at_least, run_cli  # noqa: E402
-from ..files import read_json, read_yaml, write_text  # noqa: E402
+from ..files import check_writable, read_json, read_yaml, write_text  # noqa: E402
 from ..runs import save_metrics  # noqa: E402,F401
 
 
@@ -98,6 +98,8 @@ def run(args):
     from ..progress import score_line
     from ..quiet import quiet_tensorflow
 
+    if args.out:
+        check_writable(args.out)            # before the work (and before --save writes)
     quiet_tensorflow(args.verbose)
     entry, info = evaluate_run(args.run, args.data, args.split, args.top_k, args.batch_size)
     split = info["split"]

@@ -51,7 +51,7 @@ def train(cfg, out, *, resume=False, overwrite=False, quiet=False):
             if chief and replace:
                 clear(out)
             return _train_locked(trainer, typed, cfg, out, resume, chief, quiet)
-    except TfsacnnError:
+    except BaseException:  # a refusal, a bug or Ctrl-C
         if created and chief and not (out / "checkpoints").exists():
             shutil.rmtree(out, ignore_errors=True)      # made here, and no epoch was saved
         raise

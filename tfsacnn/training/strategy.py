@@ -38,6 +38,10 @@ def make_strategy(name):
         devices = gpus or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ConfigError("train.strategy: multiworker needs TF_CONFIG (the cluster's "
+                              "workers and this one's index) in the environment; on one "
+                              "machine use auto, default or mirrored")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"train.strategy: unknown strategy {name!r}")
 

@@ -55,6 +55,12 @@ class Trainer:
         self.neurons = (list(neurons) if neurons is not None else
                         data_lib.parse_neurons(cfg.data.neurons, self.manifest["n_neurons"]))
         self.splits = {s for s, info in self.manifest["splits"].items() if info["count"]}
+        size = cfg.model.overrides.get("image_size", models.IMAGE_SIZE)
+        if size != self.manifest["image_size"]:
+            s = self.manifest["image_size"]
+            raise TfsacnnError(f"{self.data_dir}: images are {s}x{s} but the model takes "
+                               f"{size}x{size}; set model.overrides.image_size: {s} (or "
+                               f"rebuild the dataset with --size {size})")
         sel, top_k = cfg.eval.selection_split, cfg.eval.top_k
         if sel not in self.splits:
             raise TfsacnnError(f"{self.data_dir}: has no {sel!r} split for epoch selection")
