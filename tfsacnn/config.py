@@ -256,6 +256,8 @@ def validate(cfg, where):
         fail("train.time_limit_s", " must be a finite number of seconds > 0")
     if t["neurons_per_step"] is not None and t["neurons_per_step"] < 0:
         fail("train.neurons_per_step", " must be >= 0")
+    if not 0 <= t["seed"] < 2**32:
+        fail("train.seed", " must be in [0, 2**32)")   # the backends' seed range
     for entry in t["freeze"]:
         if not isinstance(entry, str):
             fail("train.freeze", f" entries must be strings, got {entry!r}")

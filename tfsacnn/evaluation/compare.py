@@ -424,7 +424,10 @@ def main(argv=None):
     """`python -m tfsacnn.compare`; returns the exit code."""
     from .evaluate import default_split   # (evaluate imports keras; compare itself does not)
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.ground_truth and not args.group_by_surround:
+        parser.error("--ground-truth: only read with --group-by-surround (it would be ignored)")
 
     def split_of(dirs):
         try:

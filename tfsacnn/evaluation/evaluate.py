@@ -77,6 +77,11 @@ def evaluate_run(run, data=None, split=None, top_k=10, batch_size=500):
     x, y, reps = data_lib.load_numpy(data, split, neurons=neurons, with_repeats=True)
     loaded = tf.saved_model.load(str(sm))  # keep a reference: it owns the variables
     serve = getattr(loaded, "serve_preprocessed", None) or loaded.serve
+    spec = (getattr(serve, "input_signature", None) or [None])[0]
+    size = None if spec is None else spec.shape[1]
+    if size is not None and x.shape[1] != size:
+        raise TfsacnnError(f"{data}: images are {x.shape[1]}x{x.shape[2]}, but {sm} takes "
+                           f"{size}x{size} (wrong dataset?)")
     pred = np.concatenate([serve(tf.constant(x[i:i + batch_size])).numpy()
                            for i in range(0, len(x), batch_size)])
     if pred.shape[1] != y.shape[1]:
