@@ -29,7 +29,7 @@ def run_cli(fn, *args, path=None):
     try:
         fn(*args)
     except KeyboardInterrupt:
-        _error("interrupted (Ctrl-C)" + (f"; {path} is as the command left it" if path else ""))
+        _error("interrupted (Ctrl-C)")
         return INTERRUPTED
     except TfsacnnError as e:
         _error(str(e))

@@ -221,9 +221,10 @@ def forward(model, images, batch_size=None, attention_images=None, attention_col
     `attention_images (m, k)` image indices and `attention_columns (m,)` model output
     columns: for an SA model, the centre hypercolumn's attention row of column
     `attention_columns[a]`'s network on image `attention_images[a, b]` (a shared core has
-    one attention for every column).
+    one attention for every column). Any Keras backend; TensorFlow's fast path runs the
+    step in graph mode.
     """
-    import tensorflow as tf
+    import keras
 
     n = int(model.output_shape[-1])
     n_img = len(images)
@@ -250,7 +251,11 @@ def forward(model, images, batch_size=None, attention_images=None, attention_col
                 x = layer(x, training=False)
         return readout(x), readout.contributions(x), att
 
-    step = tf.function(step)   # graph mode: the per-neuron map_fn runs in parallel
+    if keras.backend.backend() == "tensorflow":   # fast path: graph mode, the per-neuron
+        import tensorflow as tf                     # map_fn runs in parallel
+
+        step = tf.function(step)
+    numpy = keras.ops.convert_to_numpy
     prediction = np.zeros((n_img, n), np.float32)
     parts = {}
     att_out = None
@@ -262,13 +267,13 @@ def forward(model, images, batch_size=None, attention_images=None, attention_col
         stop = start + len(x)
         if len(x) < batch_size and start > 0:      # pad the last batch: one trace only
             x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
-        pred, got, att = step(tf.convert_to_tensor(x))
-        prediction[start:stop] = pred.numpy()[:stop - start]
+        pred, got, att = step(keras.ops.convert_to_tensor(x))
+        prediction[start:stop] = numpy(pred)[:stop - start]
         for name, value in got.items():
             parts.setdefault(name, np.zeros((n_img, n), np.float32))[start:stop] = \
-                value.numpy()[:stop - start]
+                numpy(value)[:stop - start]
         if want_att:
-            att = att.numpy()
+            att = numpy(att)
             if att_out is None:
                 att_out = np.full(idx.shape + att.shape[2:], np.nan, np.float32)
             inside = (idx >= start) & (idx < stop)
