@@ -246,3 +246,27 @@ def test_evaluate_refuses_a_dataset_of_another_image_size(site, tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump({"data": {"dir": str(site)}}))
     with pytest.raises(TfsacnnError, match=r"images are 50x50, but .*saved_model takes 32x32"):
         evaluate_run(run, split="val")
+
+
+# ----------------------------------------------- an empty --split is not the default (M13)
+@pytest.mark.parametrize("module, argv", [
+    ("tfsacnn.evaluation.evaluate", ["--run", "R"]),
+    ("tfsacnn.evaluation.compare", ["R"]),
+    ("tfsacnn.evaluation.analyze", ["--run", "R"]),
+])
+def test_empty_split_is_a_usage_error(module, argv, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main(argv + ["--split", ""])
+    assert e.value.code == 2
+    assert _lines(capsys.readouterr().err) == [
+        "error: --split: expected a split name (train, val, test, ...), got ''"]
+
+
+def test_empty_neurons_flag_is_shown_quoted():
+    from tfsacnn.data import parse_neurons_flag
+    from tfsacnn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^--neurons '': "):
+        parse_neurons_flag("", 3)

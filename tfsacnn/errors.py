@@ -126,6 +126,13 @@ def add_output_flags(parser):
                         help="also show TensorFlow's start-up messages (absl, oneDNN, CUDA)")
 
 
+def split_name(text):
+    """argparse type of --split: a non-empty name (an empty one would mean the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a split name (train, val, test, ...), got ''")
+    return text
+
+
 def int_at_least(lo):
     """argparse type: an integer >= lo."""
     def conv(text):

@@ -141,4 +141,5 @@ def parse_neurons_flag(spec, n_total, flag="--neurons"):
     try:
         return parse_neurons(spec, n_total)
     except ConfigError as e:
-        raise ConfigError(f"{flag} {spec}: {str(e).removeprefix('neurons: ')}") from None
+        shown = spec if str(spec).strip() else repr(spec)
+        raise ConfigError(f"{flag} {shown}: {str(e).removeprefix('neurons: ')}") from None

@@ -610,7 +610,7 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
 
 # --------------------------------------------------------------------------- CLI
 def _parser():
-    from tfsacnn.errors import DeprecatedAlias, add_output_flags, int_at_least
+    from tfsacnn.errors import DeprecatedAlias, add_output_flags, int_at_least, split_name
 
     p = OneLineParser(
         prog="python -m tfsacnn.analyze",
@@ -620,7 +620,7 @@ def _parser():
                    help="run directory (holds model.keras)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="dataset directory (default: the run's data.dir)")
-    p.add_argument("--split", default=None,
+    p.add_argument("--split", default=None, type=split_name,
                    help="split to analyse (default: test when the dataset has one, else val)")
     p.add_argument("--neurons", default=None,
                    help="dataset neuron indices, e.g. 0:8 or 1,5,7 (default: all of the run's)")

@@ -391,7 +391,7 @@ def to_markdown(df):
 
 # --------------------------------------------------------------------------- CLI
 def _parser():
-    from tfsacnn.errors import add_output_flags
+    from tfsacnn.errors import add_output_flags, split_name
 
     p = OneLineParser(
         prog="python -m tfsacnn.compare",
@@ -401,7 +401,7 @@ def _parser():
                     "baseline, zero differences kept (zero_method='zsplit')).")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.json)")
     p.add_argument("--baseline", metavar="RUN_DIR", help="paired baseline (default: the first run)")
-    p.add_argument("--split", default=None,
+    p.add_argument("--split", default=None, type=split_name,
                    help="split to compare (default: test when every run has it, else val)")
     p.add_argument("--out", metavar="TABLE.md",
                    help="write the table as Markdown here and as CSV next to it (same stem, .csv)")

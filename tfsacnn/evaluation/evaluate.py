@@ -23,7 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from ..errors import OneLineParser, TfsacnnError, add_output_flags, int_at_least, run_cli  # noqa: E402
+from ..errors import (OneLineParser, TfsacnnError, add_output_flags, int_at_least,  # noqa: E402
+                      run_cli, split_name)
 from ..files import check_writable, read_json, read_yaml, write_text  # noqa: E402
 from ..runs import save_metrics  # noqa: E402,F401
 
@@ -122,7 +123,7 @@ def build_parser():
     add_output_flags(p)
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory with saved_model/")
     p.add_argument("--data", metavar="DIR", help="dataset directory (default: the run's data.dir)")
-    p.add_argument("--split", default=None,
+    p.add_argument("--split", default=None, type=split_name,
                    help="split to evaluate (default: test when the dataset has one, else val)")
     p.add_argument("--top-k", type=int_at_least(1), default=10, help="peak-tuning top_k")
     p.add_argument("--batch-size", type=int_at_least(1), default=500,
