@@ -270,3 +270,19 @@ def test_empty_neurons_flag_is_shown_quoted():
 
     with pytest.raises(ConfigError, match=r"^--neurons '': "):
         parse_neurons_flag("", 3)
+
+
+# ------------------------------------- --overwrite of the run init_from names (P1)
+def test_overwrite_of_the_init_from_run_is_refused_and_keeps_it(site, tmp_path, capsys):
+    from tfsacnn.cli import fit
+
+    run = _fake_run(tmp_path, site)
+    (run / "model.keras").write_bytes(b"the user's model")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    code = fit.main(["--config", str(_tiny_config(tmp_path)), "--data", str(site),
+                     "--out", str(run), "--overwrite", "--set", f"train.init_from={run}/",
+                     "--quiet"])
+    err = _lines(capsys.readouterr().err)
+    assert code == 2 and len(err) == 1 and "train.init_from names the run" in err[0], err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    assert (run / "model.keras").read_bytes() == b"the user's model"

@@ -32,6 +32,10 @@ def train(cfg, out, *, resume=False, overwrite=False, quiet=False):
     typed = config_lib.Config.from_dict(cfg)
     cfg = typed.to_dict()
     out = pathlib.Path(out)
+    init = typed.train.init_from
+    if init and pathlib.Path(init).resolve() == out.resolve():
+        raise TfsacnnError(f"{out}: train.init_from names the run being written (it would be "
+                           f"replaced before it is read); write the new run to another --out")
     strategy = make_strategy(typed.train.strategy)
     chief = is_chief(strategy)
     if chief:
