@@ -78,12 +78,15 @@ def _one_line(capsys, *words):
 
 
 # ------------------------------------------------------------------ the run's record
-def test_config_records_dataset_identity_and_epochs_trained(trained, tmp_path):
+def test_config_records_dataset_identity_and_epochs_trained(trained, tmp_path, monkeypatch):
+    from tfsacnn.training import run as run_lib
+
     run, data = trained
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["data"]["manifest_sha256"] == _sha(data / "manifest.json")
     assert cfg["train"]["epochs_trained"] == 1
     # a time limit stops after epoch 1 of 3: config.yaml says 1 epoch was trained
+    monkeypatch.setattr(run_lib, "backend", lambda: "jax")    # no SavedModel: faster
     out = tmp_path / "limited"
     assert _fit(data, out, "--set", "train.epochs=3", "--set", "train.time_limit_s=0.001",
                 "--set", "train.neurons_per_step=0") == 0
@@ -148,10 +151,11 @@ def test_legacy_run_is_accepted_with_a_note(trained, tmp_path, capsys):
     (tmp_path / "manifest.json").write_text("{}")
     r = _copy_run(run, tmp_path / "run")
     cfg = yaml.safe_load((r / "config.yaml").read_text())
-    del cfg["data"]["manifest_sha256"], cfg["train"]["epochs_trained"]
+    cfg["data"].pop("manifest_sha256", None)
+    cfg["train"].pop("epochs_trained", None)
     (r / "config.yaml").write_text(yaml.safe_dump(cfg))
     m = json.loads((r / "metrics.json").read_text())
-    del m["data"]["manifest_sha256"]
+    m["data"].pop("manifest_sha256", None)
     (r / "metrics.json").write_text(json.dumps(m))
     assert evaluate.main(["--run", str(r), "--split", "val"]) == 0
     err = capsys.readouterr().err
@@ -302,7 +306,9 @@ def _dead_pid():
 
 
 def test_stale_temporaries_are_removed_by_the_next_writer(trained, tmp_path):
-    from tfsacnn import export
+    """A writer killed during export leaves saved_model.tmp-<pid>-*: the next command that
+    writes into the run (here evaluate --save) deletes it; a live process's is kept."""
+    from tfsacnn.evaluation import evaluate
 
     run, _ = trained
     r = _copy_run(run, tmp_path / "run")
@@ -315,7 +321,7 @@ def test_stale_temporaries_are_removed_by_the_next_writer(trained, tmp_path):
         p.write_bytes(b"partial")
     alive = r / "metrics.json.tmp-1-deadbeef"          # pid 1 is alive: not touched
     alive.write_bytes(b"someone's")
-    assert export.main(["--run", str(r), "--quiet"]) == 0
+    assert evaluate.main(["--run", str(r), "--split", "val", "--save", "--quiet"]) == 0
     assert not any(p.exists() for p in stale)
     assert alive.exists()
 

@@ -139,7 +139,8 @@ def build_parser():
                    help="images per SavedModel call")
     p.add_argument("--out", metavar="FILE.json", help="also write the result as JSON here")
     p.add_argument("--save", action="store_true",
-                   help="record the result in RUN_DIR/metrics.json (for compare)")
+                   help="record the result in RUN_DIR/metrics.json (for compare); on "
+                        "another dataset (--data), in RUN_DIR/metrics_<dataset name>.json")
     return p
 
 

@@ -42,7 +42,7 @@ def train(cfg, out, *, resume=False, overwrite=False, quiet=False):
     else:  # other workers write their (identical) state to a scratch directory
         out = pathlib.Path(f"{out}.worker-tmp-{os.getpid()}")
     sha = runs.manifest_sha256(typed.data.dir) if typed.data.dir else None
-    if resume:
+    if resume and chief:
         _check_resume_data(out, typed, sha, quiet)
     cfg["data"]["manifest_sha256"] = sha
     cfg["train"]["epochs_trained"] = None
