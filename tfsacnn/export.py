@@ -149,19 +149,15 @@ def export_saved_model(model, path, preprocessing=None, stamp=None):
     atomic_dir(path, write)
 
 
-def check_stamp(run, note=None):
+def check_stamp(run):
     """Refuse RUN/saved_model when RUN/model.keras is not the model it was exported from
-    (e.g. a --resume replaced it). One without a stamp (older tfsacnn) gets a note."""
+    (e.g. a --resume replaced it). One without a stamp (an older tfsacnn, or
+    `export_saved_model` without `stamp`) cannot be checked and is accepted."""
     from .files import sha256
 
     run = pathlib.Path(run)
     sm, keras_file = run / "saved_model", run / "model.keras"
-    if not keras_file.is_file() or not sm.is_dir():
-        return
-    if not (sm / STAMP).is_file():
-        (note or (lambda line: print(line, file=sys.stderr)))(
-            f"note: {sm}: records no model.keras sha256 (exported by an older tfsacnn); not "
-            f"checked that it matches {keras_file}")
+    if not keras_file.is_file() or not (sm / STAMP).is_file():
         return
     if (sm / STAMP).read_text().strip() != sha256(keras_file):
         raise TfsacnnError(f"{sm}: stale, exported from another model.keras than {keras_file} "
