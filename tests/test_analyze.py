@@ -32,6 +32,8 @@ def site(tmp_path_factory):
 
 
 def _make_run(root, name, data_dir, neurons=tuple(range(N_NEURONS)), **overrides):
+    from tfsacnn.runs import manifest_sha256
+
     model = models.build(name, n_neurons=len(neurons), **{**SMALL, **overrides})
     _randomize(model)
     run = root / name
@@ -39,7 +41,7 @@ def _make_run(root, name, data_dir, neurons=tuple(range(N_NEURONS)), **overrides
     model.save(run / "model.keras")
     (run / "config.yaml").write_text(yaml.safe_dump(
         {"model": {"name": name, "core": "independent", "overrides": SMALL},
-         "data": {"dir": str(data_dir)}}))
+         "data": {"dir": str(data_dir), "manifest_sha256": manifest_sha256(data_dir)}}))
     (run / "metrics.json").write_text(json.dumps(
         {"model": name, "neurons": list(neurons), "data": {"dir": str(data_dir)}}))
     return run, model

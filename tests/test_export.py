@@ -177,7 +177,10 @@ def test_export_cli_for_a_jax_run(served, tmp_path):
              "m = models.build('rf_cnn', n_neurons=2); randomize_statistics(m)\n"
              f"m.save({str(run / 'model.keras')!r})\n")
     run.mkdir()
-    (run / "config.yaml").write_text(f"data:\n  dir: {root / 'ds'}\n")
+    from tfsacnn.runs import manifest_sha256
+
+    (run / "config.yaml").write_text(f"data:\n  dir: {root / 'ds'}\n"
+                                     f"  manifest_sha256: {manifest_sha256(root / 'ds')}\n")
     env = _env(KERAS_BACKEND="jax")
     r = subprocess.run([sys.executable, "-c", build], capture_output=True, text=True, env=env,
                        timeout=300)

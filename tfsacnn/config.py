@@ -38,6 +38,8 @@ class DataConfig:
     dir: Optional[str] = None         # dataset written by data_prep (manifest.json inside)
     neurons: Any = None               # null = all, "0:64", or a list of indices
     verify: bool = True               # check shard sha256 and record counts before reading
+    manifest_sha256: Optional[str] = None  # written by fit: sha256 of DIR/manifest.json,
+                                      # the identity of the data the run was trained on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,8 @@ class TrainConfig:
     time_limit_s: Optional[float] = None  # stop at the last epoch boundary before this many
                                       # seconds of training (a job's wall-clock limit);
                                       # the run ends finished, with the epochs done
+    epochs_trained: Optional[int] = None  # written by fit when the run finishes: the
+                                      # epochs actually trained (< epochs after a time limit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +116,8 @@ FREE_FORM = {("model", "overrides"), ("source",)}  # mappings whose keys are not
 NULLABLE = {
     ("data", "dir"): (str,),
     ("data", "neurons"): (str, list, int),
+    ("data", "manifest_sha256"): (str,),
+    ("train", "epochs_trained"): (int,),
     ("train", "neurons_per_step"): (int,),
     ("train", "time_limit_s"): (int, float),
     ("train", "init_from"): (str,),
@@ -279,7 +285,6 @@ def validate(cfg, where):
 
 def dump(cfg, path):
     """Write `cfg` as YAML atomically."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    tmp.replace(path)
+    from .files import write_text
+
+    write_text(path, yaml.safe_dump(cfg, sort_keys=False))

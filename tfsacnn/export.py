@@ -19,7 +19,7 @@ import pathlib
 import sys
 
 from .errors import TfsacnnError
-from .files import atomic_dir
+from .files import atomic_dir, temporary
 
 RAW_DTYPES = ("float32", "uint8", "float64", "uint16")   # traced dtypes of `serve`; first = signature
 
@@ -102,11 +102,16 @@ def _centre(x, side):
     return x[:, top:top + side, left:left + side]
 
 
-def export_saved_model(model, path, preprocessing=None):
+STAMP = "model.keras.sha256"      # inside saved_model/: the model.keras it was exported from
+
+
+def export_saved_model(model, path, preprocessing=None, stamp=None):
     """Write `model` as a SavedModel at `path` (atomically); endpoints in the module docstring.
 
     `preprocessing`: the dataset's recorded pipeline (its manifest dict or directory), so
     that `serve` takes raw images; None: `serve` takes preprocessed `(B, S, S, 1)` float32.
+    `stamp`: the sha256 of the model.keras `model` was saved as, written to `path/STAMP`
+    (`check_stamp` refuses a SavedModel whose model.keras has changed since).
     """
     import keras
     import tensorflow as tf
@@ -138,20 +143,32 @@ def export_saved_model(model, path, preprocessing=None):
             archive.add_endpoint("attention", lambda x: models.attention_maps(model, x),
                                  input_signature=spec)
         archive.write_out(str(target), verbose=False)
+        if stamp is not None:
+            (target / STAMP).write_text(stamp + "\n")
 
     atomic_dir(path, write)
 
 
+def check_stamp(run):
+    """Refuse RUN/saved_model when RUN/model.keras is not the model it was exported from
+    (e.g. a --resume replaced it). One without a stamp (an older tfsacnn, or
+    `export_saved_model` without `stamp`) cannot be checked and is accepted."""
+    from .files import sha256
+
+    run = pathlib.Path(run)
+    sm, keras_file = run / "saved_model", run / "model.keras"
+    if not keras_file.is_file() or not (sm / STAMP).is_file():
+        return
+    if (sm / STAMP).read_text().strip() != sha256(keras_file):
+        raise TfsacnnError(f"{sm}: stale, exported from another model.keras than {keras_file} "
+                           f"(`tfsacnn export --run {run}` writes it again)")
+
+
 def save_keras(model, path):
     """`model.save(path)` through a temporary file (removed if the save fails)."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    try:
+    with temporary(path, ".keras") as tmp:
         model.save(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_keras(path):
@@ -178,9 +195,8 @@ def export_run(run, data=None):
     """RUN/saved_model from RUN/model.keras and the dataset's recorded preprocessing
     (`data`, else the run's config.yaml data.dir; none recorded: `serve` = preprocessed).
     Returns (saved_model path, whether `serve` takes raw images)."""
-    from .files import read_yaml
-
-    from .runs import run_file
+    from .files import read_yaml, sha256
+    from .runs import RunLock, check_data, run_file
 
     run = pathlib.Path(run)
     src = run_file(run, "model.keras")
@@ -188,14 +204,16 @@ def export_run(run, data=None):
         cfg_path = run / "config.yaml"
         if not cfg_path.is_file():
             raise TfsacnnError(f"{cfg_path}: not found; pass --data DIR (the run's dataset)")
-        data = (read_yaml(cfg_path).get("data") or {}).get("dir")
-    model = load_keras(src)
-    recipe = None if data is None else serving_preprocessing(data)
-    if data is None:
-        print(f"note: {run / 'config.yaml'}: no data.dir, so `serve` takes preprocessed "
-              f"images; pass --data DIR for raw images", file=sys.stderr)
-    out = run / "saved_model"
-    export_saved_model(model, out, recipe)
+        read_yaml(cfg_path)
+    with RunLock(run):
+        data, _ = check_data(run, data)    # refuses the run's own data changed since
+        model = load_keras(src)
+        recipe = None if data is None else serving_preprocessing(data)
+        if data is None:
+            print(f"note: {run / 'config.yaml'}: no data.dir, so `serve` takes preprocessed "
+                  f"images; pass --data DIR for raw images", file=sys.stderr)
+        out = run / "saved_model"
+        export_saved_model(model, out, recipe, stamp=sha256(src))
     return out, recipe is not None
 
 

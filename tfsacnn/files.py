@@ -1,10 +1,17 @@
-"""Reading and writing run artefacts: one-line errors on bad files, atomic writes."""
+"""Reading and writing run artefacts: one-line errors on bad files, atomic writes.
+
+Every temporary is named `<target>.tmp-<pid>-<random>[.ext]` next to its target. One
+left by a process that was killed (its pid is no longer alive) is deleted by the next
+write to the same target (`remove_stale`), and by any command that locks the run it is in.
+"""
+import contextlib
 import hashlib
 import json
 import os
 import pathlib
+import re
+import secrets
 import shutil
-import tempfile
 
 from .errors import TfsacnnError
 
@@ -48,25 +55,87 @@ def write_text(path, text):
     `path` is untouched.
     """
     path = pathlib.Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with temporary(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes it 0600
         os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            pathlib.Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):  # name `path`, not the temporary file that is gone
+
+
+TEMP = re.compile(r"^(?P<target>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[A-Za-z0-9]+)?$")
+
+
+def temp_path(path, suffix=""):
+    """A fresh temporary name next to `path`: `<name>.tmp-<pid>-<8 hex><suffix>`."""
+    path = pathlib.Path(path)
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+@contextlib.contextmanager
+def temporary(path, suffix=""):
+    """Yield `temp_path(path, suffix)` after removing `path`'s stale temporaries.
+
+    The temporary (a file or a directory) is deleted if still there at the end, whatever
+    happens; an OSError names `path`, not the temporary (e.g. a read-only directory).
+    """
+    path = pathlib.Path(path)
+    remove_stale(path.parent, path.name)
+    tmp = temp_path(path, suffix)
+    try:
+        yield tmp
+    except OSError as e:
+        if e.filename is not None and tmp.name in str(e.filename):
             raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
+    finally:
+        _remove(tmp)
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _remove(p):
+    p = pathlib.Path(p)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def remove_dir(path):
+    """Delete directory `path`: renamed to a temporary name first, so `path` is either
+    whole or absent (a kill part-way leaves a temporary that `remove_stale` deletes)."""
+    path = pathlib.Path(path)
+    with temporary(path) as tmp:
+        os.replace(path, tmp)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True                   # another user's process, or not a pid: keep
+    return True
+
+
+def remove_stale(directory, target=None):
+    """Delete the temporaries in `directory` (of `target` only, if given) whose process
+    is gone; returns their names. Temporaries of a live process are left alone."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = TEMP.match(name)
+        if m is None or (target is not None and m["target"] != target):
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        _remove(pathlib.Path(directory) / name)
+        removed.append(name)
+    return removed
 
 
 def check_out(path, overwrite, marker, what, error=TfsacnnError):
@@ -109,9 +178,9 @@ def atomic_dir(path, write):
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
-    old = None
-    try:
+    with temporary(path) as scratch:
+        scratch.mkdir()
+        old = None
         target = scratch / "out"
         write(target)
         if path.exists() or path.is_symlink():
@@ -123,8 +192,6 @@ def atomic_dir(path, write):
             if old is not None:
                 os.replace(old, path)
             raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def sha256(path):

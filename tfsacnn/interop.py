@@ -34,6 +34,7 @@ the registry's defaults (e.g. the 30-channel rf-CNN of the incremental protocol)
 torch is imported only inside these functions; `pip install tfsacnn[torch]`.
 Any problem with a checkpoint raises `DataError("<file>: <problem>")` (one line).
 """
+import contextlib
 import copy
 import os
 import pathlib
@@ -43,7 +44,7 @@ import numpy as np
 
 from . import models
 from .errors import DataError, TfsacnnError
-from .files import atomic_dir
+from .files import atomic_dir, sha256
 
 # Variants whose reference module we map (the variant's name in tfsacnn.models).
 SUPPORTED = ("ff_cnn", "ff_sa_cnn", "rf_cnn", "rf_sa_cnn", "ff_sa_cnn_star",
@@ -514,7 +515,7 @@ def write_run(name, paths, out, overwrite=False):
 
     from . import export
 
-    from .runs import check_run_dir
+    from .runs import RunLock, check_run_dir
 
     out = pathlib.Path(out)
     try:
@@ -528,8 +529,9 @@ def write_run(name, paths, out, overwrite=False):
     def write(tmp):
         tmp.mkdir()
         model.save(tmp / "model.keras")
-        export.export_saved_model(model, tmp / "saved_model")
+        export.export_saved_model(model, tmp / "saved_model", stamp=sha256(tmp / "model.keras"))
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
-    atomic_dir(out, write)
+    with RunLock(out) if out.is_dir() else contextlib.nullcontext():  # --overwrite of a run
+        atomic_dir(out, write)
     return out

@@ -8,10 +8,14 @@ import csv
 import hashlib
 import io
 import json
+import os
 import pathlib
+import re
+import sys
+import time
 
 from .errors import TfsacnnError
-from .files import read_json, read_yaml, write_text
+from .files import read_json, read_yaml, remove_stale, write_text
 
 
 def check_run_dir(out, resume, overwrite):
@@ -62,9 +66,11 @@ LOCK = ".tfsacnn.lock"
 class RunLock:
     """Exclusive lock on a run directory while one process writes it (`flock`).
 
-    A second writer is refused with one line. The kernel drops the lock when its process
-    ends, however it ends, so a killed run never blocks a later `--resume`. The (empty)
-    lock file stays in the run directory.
+    Every command that writes into a run (fit, evaluate --save, export, analyze into the
+    run) holds it; a second writer is refused with one line naming the holder. The kernel
+    drops the lock when its process ends, however it ends, so a killed run never blocks a
+    later `--resume`. The (empty) lock file stays in the run directory. Once locked, the
+    temporaries a killed writer left in the run (and its checkpoints/) are deleted.
     """
 
     def __init__(self, run_dir):
@@ -86,6 +92,9 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"process {os.getpid()}".encode())
         self.fd = fd
+        for d in (self.path.parent, self.path.parent / "checkpoints"):
+            remove_stale(d)
+        pause("locked", self.path.parent)
         return self
 
     def __exit__(self, *exc):
@@ -109,8 +118,108 @@ def clear(run_dir):
             child.unlink()
 
 
+_pause_hook = None     # tests: a function(point, run_dir) called at each pause point
+
+
+def pause(point, run_dir):
+    """Test hook at a point of a writer ("before-lock", "locked"): calls `_pause_hook`, or
+    with TFSACNN_TEST_PAUSE=<point>:<DIR> creates DIR/<point>.reached and waits (60 s at
+    most) until DIR/<point>.go exists. Does nothing otherwise."""
+    if _pause_hook is not None:
+        _pause_hook(point, pathlib.Path(run_dir))
+        return
+    spec = os.environ.get("TFSACNN_TEST_PAUSE", "")
+    name, _, folder = spec.partition(":")
+    if name != point or not folder:
+        return
+    folder = pathlib.Path(folder)
+    (folder / f"{point}.reached").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while not (folder / f"{point}.go").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def manifest_sha256(data_dir):
+    """Hex sha256 of DIR/manifest.json: the identity of a dataset (it lists every shard's
+    sha256)."""
     return hashlib.sha256((pathlib.Path(data_dir) / "manifest.json").read_bytes()).hexdigest()
+
+
+def recorded_data(run):
+    """(data dir, manifest sha256) that RUN records (config.yaml's `data`, else
+    metrics.json's); None for what it does not record."""
+    run = pathlib.Path(run)
+    found = {"dir": None, "manifest_sha256": None}
+    for name, read in (("config.yaml", read_yaml), ("metrics.json", read_json)):
+        if not (run / name).is_file():
+            continue
+        entry = read(run / name).get("data")
+        if isinstance(entry, dict):
+            for key in found:
+                if found[key] is None and isinstance(entry.get(key), str):
+                    found[key] = entry[key]
+    return found["dir"], found["manifest_sha256"]
+
+
+def _same_path(a, b):
+    return pathlib.Path(a).resolve() == pathlib.Path(b).resolve()
+
+
+def check_data(run, data=None, note=None):
+    """The dataset a command on RUN uses, checked against the one the run was trained on.
+
+    `data`: the --data a user gave (None: the run's own). Returns (data dir, same): `same`
+    is False only for another dataset named explicitly (its scores are not the run's:
+    `metrics_file`). Refuses (one line) when the run's own dataset has changed since (its
+    manifest sha256 differs from the recorded one). A run that records no sha256 (made
+    before it was recorded) is accepted with a note (`note`, default stderr).
+    """
+    run = pathlib.Path(run)
+    rec_dir, rec_sha = recorded_data(run)
+    explicit = data is not None and rec_dir is not None and not _same_path(data, rec_dir)
+    if data is None:
+        data = rec_dir
+    if data is None or not (pathlib.Path(data) / "manifest.json").is_file():
+        return data, True                  # the caller names the missing dataset
+    if rec_sha is None:
+        if rec_dir is not None and not explicit:
+            (note or _note)(f"note: {run}: records no manifest sha256 (a run made before it "
+                            f"was recorded); not checked that {data} is the data it was "
+                            f"trained on")
+        return data, not explicit
+    current = manifest_sha256(data)
+    if current == rec_sha:
+        return data, True
+    if explicit:
+        return data, False
+    raise TfsacnnError(f"{pathlib.Path(data) / 'manifest.json'}: the dataset has changed since "
+                       f"{run} was trained on it (sha256 {current[:12]}, the run records "
+                       f"{rec_sha[:12]}); restore that data, or pass --data DIR to name another "
+                       f"dataset (scored separately)")
+
+
+def metrics_file(run, data, same):
+    """RUN/metrics.json for the run's own dataset, RUN/metrics_<dataset name>.json for
+    another one (never metrics.json)."""
+    if same:
+        return pathlib.Path(run) / "metrics.json"
+    return pathlib.Path(run) / f"metrics_{dataset_name(data)}.json"
+
+
+def dataset_name(data):
+    """A dataset directory's name, safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", pathlib.Path(data).resolve().name) or "data"
+
+
+def _note(line):
+    print(line, file=sys.stderr)
+
+
+def epochs_done(history):
+    """The last epoch in a history (a list of epoch records, or one list per chunk)."""
+    epochs = [r["epoch"] for h in history for r in (h if isinstance(h, list) else [h])
+              if isinstance(r, dict) and "epoch" in r]
+    return max(epochs, default=0)
 
 
 def report(model, trainer, best_epoch):
@@ -180,16 +289,20 @@ def metrics_csv(metrics):
     return buf.getvalue()
 
 
-def save_metrics(run, entries, info, **fields):
-    """Add `entries` ({split: entry}) to the splits of RUN/metrics.json (created if absent)
-    and set its top-level `fields`, in one write (temporary file, then rename)."""
+def save_metrics(run, entries, info, path=None, **fields):
+    """Add `entries` ({split: entry}) to the splits of `path` (default RUN/metrics.json;
+    created if absent, or if it scores another dataset than `info["data"]`) and set its
+    top-level `fields`, in one write (temporary file, then rename)."""
     import keras
 
     run = pathlib.Path(run)
-    path = run / "metrics.json"
-    if path.exists():
-        metrics = read_json(path)
-    else:
+    path = pathlib.Path(path) if path is not None else run / "metrics.json"
+    metrics = read_json(path) if path.exists() else None
+    if (metrics is not None and path.name != "metrics.json"
+            and (metrics.get("data") or {}).get("manifest_sha256")
+            != manifest_sha256(info["data"])):
+        metrics = None                  # that dataset was rebuilt: its old scores go
+    if metrics is None:
         cfg = read_yaml(run / "config.yaml")
         model = keras.saving.load_model(run / "model.keras", compile=False)
         metrics = {

@@ -3,7 +3,10 @@
     python -m tfsacnn.analyze --run RUN_DIR [--data DIR] [--split val|test] [--neurons 0:8]
         [--top 4] [--out DIR] [--tensorboard LOGDIR] [--step N] [--batch-size B]
 
-Writes into `--out` (default `RUN_DIR/analysis/<split>`):
+A run whose own dataset has changed since training (manifest sha256) is refused. Writes
+into `--out` (default `RUN_DIR/analysis/<split>`; for another dataset than the run's,
+named with `--data`, `RUN_DIR/analysis/<dataset name>/<split>`), holding the run's lock
+when that is inside the run:
 - `tuning_curves_pNN.png`: per neuron, the images ranked by real response, real vs
   predicted (16 neurons a page);
 - `population_tuning.png`: the population average of those curves, each neuron divided by
@@ -36,6 +39,7 @@ Errors are one line, `error: <path>: <problem>`, exit status 2.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -51,6 +55,7 @@ import numpy as np  # noqa: E402
 from tfsacnn.evaluation import plots  # noqa: E402
 from tfsacnn.errors import ConfigError, OneLineParser, TfsacnnError, run_cli  # noqa: E402
 from tfsacnn.files import check_writable, read_json, read_yaml, write_text  # noqa: E402
+from tfsacnn.runs import RunLock, check_data, dataset_name  # noqa: E402
 
 TUNING_PER_PAGE = 16
 ATTENTION_PER_PAGE = 8
@@ -458,11 +463,26 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
     if tensorboard is not None:
         _check_logdir(tensorboard)
     run = load_run(run_dir)
-    model = run["model"]
+    data_dir, same = check_data(run["dir"], data_dir)    # refuses the run's data changed
     data_dir = data_dir or run["data_dir"]
     if data_dir is None:
         raise AnalyzeError(f"{run['dir']}: no data directory in config.yaml or metrics.json; "
                            f"pass --data DIR")
+    if out is None:             # another dataset's pictures apart from the run's own
+        out = run["dir"] / "analysis" / (split if same else f"{dataset_name(data_dir)}/{split}")
+    out = pathlib.Path(out)
+    inside = run["dir"].resolve() in (out.resolve(), *out.resolve().parents)
+    with RunLock(run["dir"]) if inside else contextlib.nullcontext():
+        return _analyze(run, data_dir, split, neurons, top, out, tensorboard, step,
+                        batch_size, log, surround_pairs)
+
+
+def _analyze(run, data_dir, split, neurons, top, out, tensorboard, step, batch_size, log,
+             surround_pairs):
+    """`analyze` on a loaded run and a checked dataset, into `out` (locked if in the run)."""
+    from tfsacnn import data as tdata
+
+    model = run["model"]
     manifest = tdata.read_manifest(data_dir)
     run_neurons = _check_data(run, data_dir, manifest)
     selected = _select(neurons, run_neurons, manifest["n_neurons"])
@@ -484,7 +504,6 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
     parts = {k: v[:, columns] for k, v in fw["parts"].items()}
     sum_error = float(np.max(np.abs(np.sum(list(parts.values()), axis=0) - pred)))
 
-    out = pathlib.Path(out) if out is not None else run["dir"] / "analysis" / split
     out.mkdir(parents=True, exist_ok=True)
     what = f"{model.name} ({run['dir'].name}), {split}"
     pictures, files, notes = {}, [], []

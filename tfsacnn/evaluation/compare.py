@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from tfsacnn.errors import OneLineParser, TfsacnnError, run_cli
-from tfsacnn.files import check_writable, read_json, write_text
+from tfsacnn.files import check_writable, read_json, read_yaml, write_text
 
 METRICS = ("corr", "pt_s", "pt_j")            # table order, as in the paper
 PEAKS = ("top_overlap", "peak_height")      # with --peaks: why PT differs
@@ -74,6 +74,13 @@ def load_run(run_dir, split="val", metrics=METRICS):
     sha = data.get("manifest_sha256")
     if not sha:
         raise CompareError(f"{run}: metrics.json has no data.manifest_sha256")
+    cfg_path = pathlib.Path(run_dir) / "config.yaml"
+    trained = ((read_yaml(cfg_path, CompareError).get("data") or {}).get("manifest_sha256")
+               if cfg_path.is_file() else None)
+    if trained and trained != sha:
+        raise CompareError(f"{path}: scores another dataset (manifest sha256 {sha[:12]}) than "
+                           f"the run was trained on ({trained[:12]}, config.yaml); score it "
+                           f"with python -m tfsacnn.evaluate --run {run} --save")
     splits = m["splits"] if isinstance(m["splits"], dict) else {}
     if split not in splits or not isinstance(splits[split], dict):
         have = ", ".join(sorted(splits)) or "none"

@@ -6,7 +6,11 @@
 The split defaults to `test` when the dataset has one, else `val`; the printed line names it.
 
 `--save` records the result in `RUN_DIR/metrics.json` (creating it for runs that have
-none, such as imported PyTorch checkpoints), so `tfsacnn.compare` can use the run.
+none, such as imported PyTorch checkpoints), so `tfsacnn.compare` can use the run; scores
+on another dataset named with `--data` go to `RUN_DIR/metrics_<dataset name>.json`,
+never into metrics.json. A run whose own dataset has changed since it was trained (its
+manifest.json sha256 is not the one recorded) is refused, as is a `saved_model/` older
+than `model.keras`.
 
 Loads `RUN_DIR/saved_model` with plain TensorFlow (the `serve_preprocessed` endpoint;
 `serve` for SavedModels written before it existed), predicts the
@@ -18,6 +22,7 @@ import json
 import os
 import pathlib
 import sys
+from contextlib import nullcontext
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,7 +31,8 @@ import numpy as np  # noqa: E402
 from ..errors import (OneLineParser, TfsacnnError, add_output_flags, int_at_least,  # noqa: E402
                       run_cli, split_name)
 from ..files import check_writable, read_json, read_yaml, write_text  # noqa: E402
-from ..runs import save_metrics  # noqa: E402,F401
+from ..export import check_stamp  # noqa: E402
+from ..runs import RunLock, check_data, metrics_file, save_metrics  # noqa: E402
 
 
 def run_neurons(run):
@@ -49,7 +55,11 @@ def default_split(splits):
 
 def evaluate_run(run, data=None, split=None, top_k=10, batch_size=500):
     """Metrics dict (`tfsacnn.fit.split_entry` format) of the run's SavedModel on a split
-    (None: `default_split`), and {"data", "neurons", "manifest", "split"}."""
+    (None: `default_split`), and {"data", "neurons", "manifest", "split", "same_data"}.
+
+    Refuses a SavedModel older than RUN/model.keras, and the run's own dataset changed
+    since training (`tfsacnn.runs.check_data`); `same_data` is False for another dataset
+    named by `data`."""
     import tensorflow as tf
 
     from .. import data as data_lib
@@ -63,13 +73,14 @@ def evaluate_run(run, data=None, split=None, top_k=10, batch_size=500):
     if not (sm / "saved_model.pb").exists():
         raise TfsacnnError(f"{sm}: no SavedModel here (python -m tfsacnn.export --run {run} "
                            f"writes it from model.keras)")
+    check_stamp(run)
     if data is None:
         cfg_path = run / "config.yaml"
         if not cfg_path.exists():
             raise TfsacnnError(f"{cfg_path}: missing; pass --data DIR")
-        data = (read_yaml(cfg_path).get("data") or {}).get("dir")
-        if not data:
+        if not (read_yaml(cfg_path).get("data") or {}).get("dir"):
             raise TfsacnnError(f"{cfg_path}: has no data.dir; pass --data DIR")
+    data, same = check_data(run, data)
     manifest = data_lib.read_manifest(data)
     split = split or default_split(manifest["splits"])
     if split not in manifest["splits"] or not manifest["splits"][split]["count"]:
@@ -97,7 +108,7 @@ def evaluate_run(run, data=None, split=None, top_k=10, batch_size=500):
                            f"top_k={top_k} (PT needs top_k images)")
     scores = metrics_lib.evaluate(y, pred, top_k=top_k, repeats=reps)
     return split_entry(scores, len(y)), {"data": data, "neurons": neurons, "manifest": manifest,
-                                         "split": split}
+                                         "split": split, "same_data": same}
 
 
 def run(args):
@@ -107,12 +118,18 @@ def run(args):
     if args.out:
         check_writable(args.out)            # before the work (and before --save writes)
     quiet_tensorflow(args.verbose)
-    entry, info = evaluate_run(args.run, args.data, args.split, args.top_k, args.batch_size)
-    split = info["split"]
-    if args.save:
-        save_metrics(args.run, {split: entry}, info)
+    with RunLock(args.run) if args.save and pathlib.Path(args.run).is_dir() else nullcontext():
+        entry, info = evaluate_run(args.run, args.data, args.split, args.top_k,
+                                   args.batch_size)
+        split = info["split"]
+        if args.save:
+            target = metrics_file(args.run, info["data"], info["same_data"])
+            save_metrics(args.run, {split: entry}, info, path=target)
     if not args.quiet:
         print(f"{args.run} [split: {split}, {entry['n_images']} images]: {score_line(entry['mean'])}")
+        if args.save:
+            print(f"saved in {target}" + ("" if info["same_data"] else
+                                          f" ({info['data']} is not the run's dataset)"))
     if args.out:
         pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_text(args.out, json.dumps(entry, indent=1))
@@ -130,7 +147,8 @@ def build_parser():
                    help="images per SavedModel call")
     p.add_argument("--out", metavar="FILE.json", help="also write the result as JSON here")
     p.add_argument("--save", action="store_true",
-                   help="record the result in RUN_DIR/metrics.json (for compare)")
+                   help="record the result in RUN_DIR/metrics.json (for compare); on "
+                        "another dataset (--data), in RUN_DIR/metrics_<dataset name>.json")
     return p
 
 

@@ -20,6 +20,7 @@ import zipfile
 import numpy as np
 
 from ..errors import TfsacnnError
+from ..files import temporary
 
 
 def model_names(model):
@@ -54,13 +55,9 @@ def save(path, model, optimizer, best, epoch, history):
     arrays.update(best_score=best.score, best_epoch=best.epoch, epoch=np.array(epoch),
                   history=np.frombuffer(json.dumps(history).encode(), dtype=np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    try:
+    with temporary(path, ".npz") as tmp:   # also Ctrl-C: no partial file left behind
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
-    except BaseException:          # also Ctrl-C: no partial file left behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load(path, model, optimizer, best):

@@ -10,13 +10,15 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 
 from .. import config as config_lib
 from .. import data as data_lib
 from ..errors import TfsacnnError
 from ..export import save_keras
-from ..files import write_text
-from ..runs import RunLock, check_run_dir, clear, metrics_csv, report
+from .. import runs
+from ..files import remove_dir, sha256, write_text
+from ..runs import RunLock, check_run_dir, clear, epochs_done, metrics_csv, report
 from .callbacks import TensorBoardLogger
 from .strategy import backend, is_chief, make_strategy
 from .trainer import Trainer
@@ -25,7 +27,8 @@ from .trainer import Trainer
 def train(cfg, out, *, resume=False, overwrite=False, quiet=False):
     """Train `cfg` (a dict from `tfsacnn.config.load`) into run directory `out`.
 
-    `resume`: continue `out` from its last checkpoint; `overwrite`: replace a run there;
+    `resume`: continue `out` from its last checkpoint (on the same data: its manifest
+    sha256 must be the one the run records); `overwrite`: replace a run there;
     `quiet`: no progress bars or epoch lines.
     Returns the metrics.json dict (None on a non-chief worker of a multi-worker run).
     """
@@ -39,26 +42,53 @@ def train(cfg, out, *, resume=False, overwrite=False, quiet=False):
     strategy = make_strategy(typed.train.strategy)
     chief = is_chief(strategy)
     if chief:
-        replace = check_run_dir(out, resume, overwrite)
+        check_run_dir(out, resume, overwrite)
     else:  # other workers write their (identical) state to a scratch directory
         out = pathlib.Path(f"{out}.worker-tmp-{os.getpid()}")
+    sha = runs.manifest_sha256(typed.data.dir) if typed.data.dir else None
+    if resume and chief:
+        _check_resume_data(out, typed, sha, quiet)
+    cfg["data"]["manifest_sha256"] = sha
+    cfg["train"]["epochs_trained"] = None
     trainer = Trainer(typed, out, strategy=strategy, quiet=quiet)  # checks data and neurons
     if typed.data.verify:  # sha256 and record counts of every shard, once, before any work
         for split in trainer.splits:
             data_lib.shard_files(pathlib.Path(typed.data.dir), trainer.manifest["splits"][split],
                                  verify=True)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        lock = RunLock(out) if chief else contextlib.nullcontext()
-        with lock:
-            if chief and replace:
-                clear(out)
+        out.mkdir()
+        created = True       # by this process: the only directory it may delete on failure
+    except FileExistsError:
+        created = False
+    runs.pause("before-lock", out)
+    lock = RunLock(out) if chief else contextlib.nullcontext()
+    with lock:               # refused: nothing deleted (the winner may have written there)
+        if chief and check_run_dir(out, resume, overwrite):  # again, now that it is ours
+            clear(out)
+        try:
             return _train_locked(trainer, typed, cfg, out, resume, chief, quiet)
-    except BaseException:  # a refusal, a bug or Ctrl-C
-        if created and chief and not (out / "checkpoints").exists():
-            shutil.rmtree(out, ignore_errors=True)      # made here, and no epoch was saved
-        raise
+        except BaseException:  # a refusal, a bug or Ctrl-C
+            if created and chief and not (out / "checkpoints").exists():
+                shutil.rmtree(out, ignore_errors=True)  # made here, and no epoch was saved
+            raise
+
+
+def _check_resume_data(out, typed, sha, quiet):
+    """Refuse --resume on data other than the run's (a dataset rebuilt in place)."""
+    recorded = typed.data.manifest_sha256
+    if recorded is None:
+        _, recorded = runs.recorded_data(out)      # metrics.json of an older run
+    if recorded is None:
+        if not quiet:
+            print(f"note: {out}: records no manifest sha256 (a run made before it was "
+                  f"recorded); not checked that {typed.data.dir} is the data it was "
+                  f"trained on", file=sys.stderr)
+    elif sha != recorded:
+        raise TfsacnnError(f"{typed.data.dir}/manifest.json: the dataset has changed since "
+                           f"{out} was trained on it (sha256 {sha[:12]}, the run records "
+                           f"{recorded[:12]}); --resume continues only on the same data "
+                           f"(restore it, or use --overwrite to start again)")
 
 
 def _train_locked(trainer, typed, cfg, out, resume, chief, quiet):
@@ -89,7 +119,14 @@ def _train_locked(trainer, typed, cfg, out, resume, chief, quiet):
     if backend() == "tensorflow":
         from ..export import export_saved_model
 
-        export_saved_model(model, out / "saved_model", preprocessing=trainer.manifest)
+        export_saved_model(model, out / "saved_model", preprocessing=trainer.manifest,
+                           stamp=sha256(out / "model.keras"))
+    elif (out / "saved_model").exists():        # exported from the model.keras replaced
+        remove_dir(out / "saved_model")
+        say(f"removed {out / 'saved_model'}: it was exported from the previous model.keras "
+            f"(`tfsacnn export --run {out}` writes it again, with TensorFlow)")
+    cfg["train"]["epochs_trained"] = epochs_done(history)
+    config_lib.dump(cfg, out / "config.yaml")  # states what was trained
     write_text(out / "metrics.csv", metrics_csv(metrics))
     write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
