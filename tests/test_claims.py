@@ -39,14 +39,14 @@ def test_require_fails_instead_of_skipping_under_ci(monkeypatch):
 
 # ------------------------------------------------------------ best weights per neuron
 
-def _drive_best_weights(model, scores, seed=0):
+def _drive_best_weights(model, scores, independent=True, seed=0):
     """Runs `BestWeights` over scripted epochs: before epoch e every variable (BatchNorm
     statistics too) is perturbed, then `scores[e-1]` (n,) is the epoch's selection CORR.
-    Returns (callback, inference outputs (E, B, n) of each epoch, images)."""
+    Returns (callback, inference outputs (E, B, n) of each epoch, images (B, 50, 50, 1))."""
     rng = np.random.default_rng(seed)
     x = _images(3, seed)
     trainer = types.SimpleNamespace(model=model, evaluation=None)
-    best = cb.BestWeights(independent=True)
+    best = cb.BestWeights(independent=independent)
     best.set_trainer(trainer)
     best.on_train_begin()
     outputs = []
@@ -85,18 +85,8 @@ def test_each_neuron_keeps_the_weights_of_its_own_best_epoch(name):
 def test_shared_core_keeps_the_epoch_of_the_best_mean():
     model = models.build("ff_cnn", n_neurons=3, core="shared", dropout=0.0)
     randomize_statistics(model)
-    trainer = types.SimpleNamespace(model=model, evaluation=None)
-    best = cb.BestWeights(independent=False)
-    best.set_trainer(trainer)
-    best.on_train_begin()
-    rng, x, outputs = np.random.default_rng(1), _images(3), []
-    scores = [[0.1, 0.1, 0.1], [0.9, 0.0, 0.3], [0.0, 0.5, 0.5], [0.2, 0.2, 0.2]]
-    for epoch, s in enumerate(scores, start=1):                # means .1, .4, .33, .2
-        for v in model.variables:
-            v.assign(np.asarray(v) + rng.normal(0, 0.1, v.shape).astype("float32"))
-        outputs.append(np.asarray(model(x, training=False)))
-        trainer.evaluation = {"scores": {"corr": np.asarray(s)}}
-        best.on_epoch_end(epoch, {})
+    scores = [[0.1, 0.1, 0.1], [0.9, 0.0, 0.3], [0.0, 0.5, 0.5], [0.2, 0.2, 0.2]]  # means
+    best, outputs, x = _drive_best_weights(model, scores, independent=False)  # .1 .4 .33 .2
     best.restore()
     np.testing.assert_array_equal(best.epoch, [2, 2, 2])
     np.testing.assert_allclose(np.asarray(model(x, training=False)), outputs[1], atol=1e-5)
