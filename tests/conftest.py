@@ -1,4 +1,5 @@
 """Shared pytest fixtures. The suite runs in one process (TF import is ~6 s)."""
+import importlib
 import os
 import pathlib
 
@@ -12,6 +13,18 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # tests/jax runs under KERAS_BACKEND=jax only: tests/test_jax_backend.py starts it in a
 # subprocess (the backend is fixed when Keras is imported).
 collect_ignore = [] if os.environ.get("KERAS_BACKEND") == "jax" else ["jax"]
+
+
+def require(module):
+    """`pytest.importorskip(module)`, but a failure when the environment variable CI is set:
+    a parity test must not pass silently on a CI machine without its reference library."""
+    if os.environ.get("CI"):
+        try:
+            return importlib.import_module(module)
+        except ImportError as e:
+            pytest.fail(f"{module} is needed for this test under CI ({e}); install the "
+                        "test extra")
+    return pytest.importorskip(module)
 
 
 @pytest.fixture(scope="session")

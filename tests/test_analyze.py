@@ -323,6 +323,32 @@ def test_causal_surround_truth_scores_one_and_a_crf_only_model_zero(neurons_and_
     assert (res["change_rms"][~has] > 0.1).all()
 
 
+def test_causal_surround_of_a_scaled_truth_with_a_crf_only_term_has_its_known_slope(
+        neurons_and_images):
+    """Not the truth fed in as the model: model column 3-j is a_j * truth_j + c_j * (a
+    CRF-disc-only term, which a surround swap leaves unchanged) + b_j, so each model change
+    is exactly a_j times the true one: slope a_j, corr 1, change_rms a_j rms(true) / sd."""
+    from data_prep import v1_model
+
+    params, images = neurons_and_images
+    has = params["has_surround"]
+    a, c = np.array([0.5, 2.0, 3.0, 0.25]), np.array([1.0, -2.0, 0.5, 3.0])
+    masks = v1_model.crf_mask(params, 50)
+
+    def model(x):
+        truth = v1_model.responses(x[..., 0], params)
+        crf = np.einsum("bij,nij->bn", x[..., 0].astype(np.float64), masks)
+        return (a * truth + c * crf + 7.0)[:, ::-1]                   # neuron j -> column 3-j
+
+    res = analyze.causal_surround(model, images, params, n_pairs=40, columns=[3, 2, 1, 0])
+    np.testing.assert_allclose(res["model_change"], a * res["true_change"], atol=1e-9)
+    np.testing.assert_allclose(res["slope"][has], a[has], rtol=1e-9)
+    np.testing.assert_allclose(res["corr"][has], 1.0, atol=1e-9)
+    sd = model(images)[:, ::-1].std(0)
+    rms = a * np.sqrt((res["true_change"] ** 2).mean(0)) / sd
+    np.testing.assert_allclose(res["change_rms"], rms, rtol=1e-9)
+
+
 def test_surround_score_slope_and_corr_of_a_scaled_noisy_copy():
     rng = np.random.default_rng(3)
     t = rng.normal(size=(500, 2))

@@ -210,6 +210,24 @@ def test_real_sample_truth_is_perfect(real_sample):
         np.testing.assert_allclose(v, 1.0, err_msg=k)
 
 
+def test_truth_plus_noise_of_known_size_scores_the_known_corr(real_sample):
+    """Not the truth fed in as the model: prediction j = truth_j + noise whose sample
+    correlation with truth_j is 0 and whose s.d. is k_j times truth_j's, so its CORR is
+    exactly 1 / sqrt(1 + k_j^2); a positive affine map of that prediction scores the same."""
+    rng = np.random.default_rng(4)
+    t = real_sample
+    k = np.linspace(0.25, 3.0, t.shape[1])
+    tc = t - t.mean(0)
+    noise = rng.normal(size=t.shape)
+    noise -= noise.mean(0)
+    noise -= tc * (noise * tc).sum(0) / (tc * tc).sum(0)          # orthogonal to the truth
+    noise *= k * tc.std(0) / noise.std(0)
+    pred = t + noise
+    want = 1 / np.sqrt(1 + k ** 2)
+    np.testing.assert_allclose(M.evaluate(t, pred)["corr"], want, rtol=1e-6)
+    np.testing.assert_allclose(M.evaluate(t, 3 * pred - 5)["corr"], want, rtol=1e-6)
+
+
 def test_real_sample_matches_loop(real_sample):
     rng = np.random.default_rng(1)
     t = real_sample
