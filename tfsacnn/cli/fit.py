@@ -55,7 +55,7 @@ def cli_sets(args):
     sets = list(args.set)
     if args.data:
         sets.append(f"data.dir={json.dumps(args.data)}")
-    if args.neurons:
+    if args.neurons is not None:
         sets.append(f"data.neurons={json.dumps(args.neurons)}")
     if args.strategy:
         sets.append(f"train.strategy={args.strategy}")
