@@ -1,9 +1,11 @@
 """Read stimuli and responses from user files; every problem is a DataError naming the file.
 
-Images: a directory (searched recursively; JPEG, PNG incl. 1-bit/palette, BMP, TIFF),
+Images: a directory (searched recursively; JPEG, PNG incl. 1-bit/palette, BMP, TIFF; in
+natural order of the relative path ignoring case, then by the exact text: `image_order`),
 a text file listing image paths (one per line, relative to the list), or a `.npy`
 array (N,H,W) / (N,H,W,1|3). Responses: `.npy` (N,n) or (N,R,n), `.csv` / `.parquet`
-(neuron columns, optional id column), `.mat` (a named variable).
+(neuron columns, optional id column), `.mat` (a named variable). Refused: a `.npy` whose
+header disagrees with its size, complex values, finite values beyond float32's range.
 Each image is decoded to float32 grayscale on its source scale (`Images.pixel_max`: 255 for
 image files and uint8 arrays, the dtype maximum for other integer arrays, and for float
 arrays 1.0 if their maximum is <= 1 else 255)
