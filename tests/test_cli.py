@@ -85,6 +85,18 @@ def test_help_shows_defaults_and_hides_deprecated_aliases(capsys):
     assert "--top " not in text
 
 
+@pytest.mark.parametrize("name", ["compare", "evaluate", "analyze", "export", "fit",
+                                  "build_tfrecords", "synthesize"])
+def test_help_prints_no_doubled_percent_signs(capsys, name):
+    module = importlib.import_module(COMMANDS[name])
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "%%" not in text
+    if name == "compare":
+        assert "bootstrap 95% interval" in text
+
+
 def test_deprecated_alias_still_works(capsys, monkeypatch):
     from tfsacnn.evaluation import analyze
 
@@ -203,3 +215,20 @@ def test_tensorflow_start_up_is_silent_unless_verbose(verbose):
         assert r.stderr.endswith("a real problem\n")
     else:
         assert r.stderr == "a real problem\n"
+
+
+def test_tensorflow_start_up_is_silent_under_jax_too():
+    """Under JAX TensorFlow is imported late (Keras' saving imports it where installed);
+    its start-up lines are dropped then too, and a real problem still shows."""
+    pytest.importorskip("jax")
+    code = ("import sys\nfrom tfsacnn.quiet import quiet_tensorflow\nquiet_tensorflow()\n"
+            "import keras\nassert keras.backend.backend() == 'jax'\n"
+            "assert 'tensorflow' not in sys.modules\n"
+            "import tensorflow as tf\nprint(float(tf.constant(1.0) + 1))\n"
+            "print('a real problem', file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**env, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax"},
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout == "2.0\n", r.stderr
+    assert r.stderr == "a real problem\n"
