@@ -232,3 +232,18 @@ def test_tensorflow_start_up_is_silent_under_jax_too():
                        timeout=300)
     assert r.returncode == 0 and r.stdout == "2.0\n", r.stderr
     assert r.stderr == "a real problem\n"
+
+
+def test_demo_site_has_a_test_split_to_report_on(tmp_path, monkeypatch):
+    """README command 1 selects epochs on val; it must report on a held-out test split."""
+    import data_prep.synthesize
+    from tfsacnn import config
+    from tfsacnn.cli import fit
+
+    calls = []
+    monkeypatch.setattr(data_prep.synthesize, "synthesize", lambda out, **kw: calls.append(kw))
+    monkeypatch.chdir(tmp_path)
+    fit.ensure_demo_data()
+    assert calls and calls[0]["test"] >= 100 and calls[0]["val"] >= 100
+    cfg = config.load(fit.DEMO_CONFIG)
+    assert cfg["eval"]["selection_split"] == "val" and "test" in cfg["eval"]["report_splits"]

@@ -23,7 +23,8 @@ from ..quiet import quiet_tensorflow  # noqa: E402
 
 DEMO_CONFIG = "demo"            # a shipped config (tfsacnn/configs/demo.yaml)
 DEMO_DATA = pathlib.Path("data/demo")
-DEMO_SITE = dict(neurons=8, train=2000, val=500, test=0, repeats=10, seed=0)
+DEMO_SITE = dict(neurons=8, train=2000, val=500, test=500, repeats=10, seed=0)  # epochs chosen
+#                                                  on val, the result reported on test
 
 
 def build_parser():
@@ -143,9 +144,9 @@ def run(args):
 
 
 def quiet_backend(verbose):
-    """Hide TensorFlow's start-up lines (`--verbose` shows them); nothing to do under JAX."""
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-        quiet_tensorflow(verbose)
+    """Hide TensorFlow's start-up lines (`--verbose` shows them), also under JAX, where
+    Keras' saving imports TensorFlow later if it is installed."""
+    quiet_tensorflow(verbose)
 
 
 def main(argv=None):
