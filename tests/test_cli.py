@@ -2,6 +2,7 @@
 errors never glued to a progress bar, no TensorFlow start-up noise, atomic writes."""
 import argparse
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -247,3 +248,67 @@ def test_demo_site_has_a_test_split_to_report_on(tmp_path, monkeypatch):
     assert calls and calls[0]["test"] >= 100 and calls[0]["val"] >= 100
     cfg = config.load(fit.DEMO_CONFIG)
     assert cfg["eval"]["selection_split"] == "val" and "test" in cfg["eval"]["report_splits"]
+
+
+NO_TENSORFLOW = r"""
+import contextlib, io, json, sys
+
+
+class NoTensorFlow:                     # a JAX-only machine: `import tensorflow` fails
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+
+sys.meta_path.insert(0, NoTensorFlow())
+from tfsacnn.cli.main import main
+
+out = {}
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        except BaseException as e:
+            code, err = "raised", io.StringIO(f"{type(e).__name__}: {e}")
+    out[" ".join(argv)] = [code, err.getvalue()]
+print(json.dumps(out))
+"""
+
+
+def test_commands_without_tensorflow_work_or_say_what_they_need(tmp_path):
+    """On a JAX-only machine each command works, or says in one line that it needs
+    TensorFlow and how to install it (no ImportError traceback)."""
+    pytest.importorskip("jax")
+    from tfsacnn.errors import TENSORFLOW_WHEEL
+
+    run = str(tmp_path / "run")
+    need = [["evaluate", "--run", run], ["export", "--run", run],
+            ["analyze", "--run", run, "--split", "val"],
+            ["import-torch", "--model", "ff_cnn", "--pth", "x.pth", "--out", run],
+            ["bench", "data"]]
+    works = [["data", "synthesize", "--out", str(tmp_path / "site"), "--neurons", "2",
+              "--train", "20", "--val", "10", "--quiet"],
+             ["compare", run]]
+    r = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, json.dumps(need + works)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert TENSORFLOW_WHEEL in _pyproject_dependencies()
+    for argv in need:
+        code, err = got[" ".join(argv)]
+        assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+        assert "needs TensorFlow" in err and f"pip install {TENSORFLOW_WHEEL}" in err, err
+    code, err = got[" ".join(works[0])]
+    assert code == 0 and (tmp_path / "site" / "manifest.json").is_file(), err
+    code, err = got[" ".join(works[1])]           # compare: its own one-line error, no TF
+    assert code == 2 and "TensorFlow" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def _pyproject_dependencies():
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]

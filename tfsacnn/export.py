@@ -269,12 +269,14 @@ def main(argv=None):
                         "(default: the run's config.yaml data.dir)")
     add_output_flags(p)
     args = p.parse_args(argv)
-    if "keras" not in sys.modules:   # the SavedModel is TensorFlow's, whatever trained the run
-        os.environ["KERAS_BACKEND"] = "tensorflow"
 
     def run():
+        from .errors import require_tensorflow
         from .quiet import quiet_tensorflow
 
+        require_tensorflow("tfsacnn export (a SavedModel is TensorFlow's)")
+        if "keras" not in sys.modules:   # the SavedModel is TensorFlow's, whatever trained it
+            os.environ["KERAS_BACKEND"] = "tensorflow"
         quiet_tensorflow(args.verbose)
         out, raw = export_run(args.run, args.data)
         if not args.quiet:

@@ -49,7 +49,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 from tfsacnn.evaluation import plots  # noqa: E402
-from tfsacnn.errors import ConfigError, OneLineParser, TfsacnnError, run_cli  # noqa: E402
+from tfsacnn.errors import (ConfigError, OneLineParser, TfsacnnError,  # noqa: E402
+                            require_tensorflow, run_cli)
 from tfsacnn.files import read_json, read_yaml, write_text  # noqa: E402
 
 TUNING_PER_PAGE = 16
@@ -657,6 +658,7 @@ def main(argv=None):
             return "val"
 
     def run():
+        require_tensorflow("tfsacnn analyze")
         quiet_tensorflow(args.verbose)
         analyze(args.run, data_dir=args.data, split=args.split or split_of(),
                 neurons=args.neurons, top=args.top_k, out=args.out,

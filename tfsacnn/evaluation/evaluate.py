@@ -96,8 +96,10 @@ def evaluate_run(run, data=None, split=None, top_k=10, batch_size=500):
 
 def run(args):
     from ..progress import score_line
+    from ..errors import require_tensorflow
     from ..quiet import quiet_tensorflow
 
+    require_tensorflow("tfsacnn evaluate (it runs RUN/saved_model)")
     quiet_tensorflow(args.verbose)
     entry, info = evaluate_run(args.run, args.data, args.split, args.top_k, args.batch_size)
     split = info["split"]
