@@ -58,7 +58,7 @@ def test_bad_values_refused(sets, message):
 def test_bad_files_refused(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed")
-    with pytest.raises(ConfigError, match="invalid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML"):
         config.load(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         config.load(tmp_path / "missing.yaml")

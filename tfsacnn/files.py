@@ -37,7 +37,7 @@ def parse_yaml(text, where, error=TfsacnnError):
     except _Refused as e:
         raise error(f"{where}: {e}") from None
     except yaml.YAMLError as e:
-        raise error(f"{where}: invalid YAML ({str(e).splitlines()[0]})") from None
+        raise error(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
 
 
 def load_yaml(path, error=TfsacnnError):
