@@ -1,9 +1,11 @@
 """Read stimuli and responses from user files; every problem is a DataError naming the file.
 
-Images: a directory (searched recursively; JPEG, PNG incl. 1-bit/palette, BMP, TIFF),
+Images: a directory (searched recursively; JPEG, PNG incl. 1-bit/palette, BMP, TIFF; in
+natural order of the relative path ignoring case, then by the exact text: `image_order`),
 a text file listing image paths (one per line, relative to the list), or a `.npy`
 array (N,H,W) / (N,H,W,1|3). Responses: `.npy` (N,n) or (N,R,n), `.csv` / `.parquet`
-(neuron columns, optional id column), `.mat` (a named variable).
+(neuron columns, optional id column), `.mat` (a named variable). Refused: a `.npy` whose
+header disagrees with its size, complex values, finite values beyond float32's range.
 Each image is decoded to float32 grayscale on its source scale (`Images.pixel_max`: 255 for
 image files and uint8 arrays, the dtype maximum for other integer arrays, and for float
 arrays 1.0 if their maximum is <= 1 else 255)
@@ -43,8 +45,15 @@ class Responses:
 
 
 def natural_key(text: str) -> list:
-    """Sort key that orders 'img2' before 'img10'."""
+    """Sort key that orders 'img2' before 'img10', ignoring case."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def image_order(text: str) -> tuple:
+    """Total order of image paths: natural order ignoring case (`natural_key`), ties (names
+    that differ only in case or in leading zeros) broken by the exact text, so 'A.png' comes
+    before 'a.png' whatever order the file system lists them in."""
+    return natural_key(text), text
 
 
 # --------------------------------------------------------------------------- images
@@ -87,7 +96,7 @@ def _image_paths(root: Path) -> list[Path]:
     paths = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not paths:
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, recursively)")
-    return sorted(paths, key=lambda p: natural_key(p.relative_to(root).as_posix()))
+    return sorted(paths, key=lambda p: image_order(p.relative_to(root).as_posix()))
 
 
 def _listed_paths(listing: Path) -> list[Path]:
@@ -98,11 +107,54 @@ def _listed_paths(listing: Path) -> list[Path]:
     return paths
 
 
-def _npy(path: Path) -> np.ndarray:
-    """np.load without pickle; a DataError names the file on any problem."""
+def _npy_header(path: Path):
+    """(shape, dtype) from a .npy header, checked against the file's size before any array
+    is allocated (a header may claim any shape); DataError naming the file otherwise."""
     with open(path, "rb") as f:
         if f.read(6) != b"\x93NUMPY":
             raise DataError(f"{path}: not a .npy file (no NumPy header)")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(f, max_header_size=1 << 20)
+        except (ValueError, SyntaxError, TypeError, EOFError) as e:
+            raise DataError(f"{path}: unreadable .npy header ({e})") from None
+        data_bytes = path.stat().st_size - f.tell()
+    if dtype.hasobject:
+        return shape, dtype
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need != data_bytes:
+        raise DataError(f"{path}: the header says shape {tuple(shape)} of {dtype} ({need} bytes) but "
+                        f"the file holds {data_bytes} bytes of data (truncated or corrupt)")
+    return shape, dtype
+
+
+def as_float32(arr: np.ndarray, source: str, what: str) -> np.ndarray:
+    """`arr` as float32 after `check_float32`."""
+    check_float32(arr, source, what)
+    return arr.astype(np.float32)
+
+
+def check_float32(arr: np.ndarray, source: str, what: str) -> None:
+    """Refuse complex values and finite values beyond float32's range (they would become
+    inf) in `arr`; NaN and inf pass (the caller's policy handles them)."""
+    if np.iscomplexobj(arr):
+        raise DataError(f"{source}: {what} are complex ({arr.dtype}); save the real values "
+                        f"(e.g. np.abs or .real) as a float array")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        big = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max)
+        if big.any():
+            at = np.unravel_index(int(np.flatnonzero(big)[0]), arr.shape)
+            raise DataError(f"{source}: {what} hold {int(big.sum())} finite values beyond "
+                            f"float32's range (±3.4e38), e.g. {arr[at]:.3g} at index "
+                            f"{tuple(int(i) for i in at)}; rescale them")
+
+
+def _npy(path: Path) -> np.ndarray:
+    """np.load without pickle; a DataError names the file on any problem."""
+    _npy_header(path)
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -133,6 +185,7 @@ def _stack(images, names, prepare, source) -> np.ndarray:
 
 def _npy_images(path: Path, prepare) -> Images:
     arr = _npy(path)
+    check_float32(arr, str(path), "images")
     if arr.ndim == 4 and arr.shape[-1] == 3:
         arr = gray(arr)
     elif arr.ndim == 4 and arr.shape[-1] == 1:
@@ -204,7 +257,8 @@ def _table(path: Path, id_column: str | None) -> Responses:
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(f"{path}: non-numeric value {df[col].iloc[row]!r} in column {col!r}, row {row + 1}")
         df[col] = values
-    return Responses(df.to_numpy(np.float32), ids, [str(c) for c in df.columns], str(path))
+    return Responses(as_float32(df.to_numpy(np.float64), str(path), "responses"), ids,
+                     [str(c) for c in df.columns], str(path))
 
 
 def _mat(path: Path, variable: str | None) -> np.ndarray:
@@ -246,5 +300,5 @@ def load_responses(path, *, id_column: str | None = None, mat_variable: str | No
         arr = arr[:, None]
     if arr.ndim not in (2, 3) or 0 in arr.shape:
         raise DataError(f"{path}: expected responses of shape (N,n) or (N,R,n), got {arr.shape}")
-    return Responses(arr.astype(np.float32), None, None, str(path))
+    return Responses(as_float32(arr, str(path), "responses"), None, None, str(path))
 

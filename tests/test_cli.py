@@ -2,6 +2,7 @@
 errors never glued to a progress bar, no TensorFlow start-up noise, atomic writes."""
 import argparse
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -83,6 +84,16 @@ def test_help_shows_defaults_and_hides_deprecated_aliases(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--top-k TOP_K images per neuron for the attention pictures (default: 4)" in text
     assert "--top " not in text
+
+
+def test_help_prints_no_doubled_percent_signs(capsys):
+    for name, module in COMMANDS.items():
+        with pytest.raises(SystemExit):
+            importlib.import_module(module).main(["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "%%" not in text, name
+        if name == "compare":
+            assert "bootstrap 95% interval" in text
 
 
 def test_deprecated_alias_still_works(capsys, monkeypatch):
@@ -203,3 +214,100 @@ def test_tensorflow_start_up_is_silent_unless_verbose(verbose):
         assert r.stderr.endswith("a real problem\n")
     else:
         assert r.stderr == "a real problem\n"
+
+
+def test_tensorflow_start_up_is_silent_under_jax_too(tmp_path):
+    """Under JAX TensorFlow is imported late (Keras' saving imports it where installed);
+    its start-up lines are dropped then too, and a real problem still shows."""
+    pytest.importorskip("jax")
+    code = ("import sys\nfrom tfsacnn.quiet import quiet_tensorflow\nquiet_tensorflow()\n"
+            "import keras\nassert keras.backend.backend() == 'jax'\n"
+            "assert 'tensorflow' not in sys.modules\n"
+            "m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])\n"
+            "m.save('m.keras')\nprint('tensorflow' in sys.modules)\n"
+            "print('a real problem', file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**env, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax"},
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 0 and r.stdout == "True\n", r.stderr   # saving imported TF
+    assert r.stderr == "a real problem\n"
+
+
+def test_demo_site_has_a_test_split_to_report_on(tmp_path, monkeypatch):
+    """README command 1 selects epochs on val; it must report on a held-out test split."""
+    import data_prep.synthesize
+    from tfsacnn import config
+    from tfsacnn.cli import fit
+
+    calls = []
+    monkeypatch.setattr(data_prep.synthesize, "synthesize", lambda out, **kw: calls.append(kw))
+    monkeypatch.chdir(tmp_path)
+    fit.ensure_demo_data()
+    assert calls and calls[0]["test"] >= 100 and calls[0]["val"] >= 100
+    cfg = config.load(fit.DEMO_CONFIG)
+    assert cfg["eval"]["selection_split"] == "val" and "test" in cfg["eval"]["report_splits"]
+
+
+NO_TENSORFLOW = r"""
+import contextlib, io, json, sys
+
+
+class NoTensorFlow:                     # a JAX-only machine: `import tensorflow` fails
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+
+sys.meta_path.insert(0, NoTensorFlow())
+from tfsacnn.cli.main import main
+
+out = {}
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        except BaseException as e:
+            code, err = "raised", io.StringIO(f"{type(e).__name__}: {e}")
+    out[" ".join(argv)] = [code, err.getvalue()]
+print(json.dumps(out))
+"""
+
+
+def test_commands_without_tensorflow_work_or_say_what_they_need(tmp_path):
+    """On a JAX-only machine each command works, or says in one line that it needs
+    TensorFlow and how to install it (no ImportError traceback)."""
+    pytest.importorskip("jax")
+    from tfsacnn.errors import TENSORFLOW_WHEEL
+
+    run = str(tmp_path / "run")
+    need = [["evaluate", "--run", run], ["export", "--run", run],
+            ["analyze", "--run", run, "--split", "val"],
+            ["import-torch", "--model", "ff_cnn", "--pth", "x.pth", "--out", run],
+            ["bench", "data"]]
+    works = [["data", "synthesize", "--out", str(tmp_path / "site"), "--neurons", "2",
+              "--train", "20", "--val", "10", "--quiet"],
+             ["compare", run]]
+    r = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, json.dumps(need + works)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert TENSORFLOW_WHEEL in _pyproject_dependencies()
+    for argv in need:
+        code, err = got[" ".join(argv)]
+        assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+        assert "needs TensorFlow" in err and f"pip install {TENSORFLOW_WHEEL}" in err, err
+    code, err = got[" ".join(works[0])]
+    assert code == 0 and (tmp_path / "site" / "manifest.json").is_file(), err
+    code, err = got[" ".join(works[1])]           # compare: its own one-line error, no TF
+    assert code == 2 and "TensorFlow" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def _pyproject_dependencies():
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]

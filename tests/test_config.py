@@ -58,7 +58,7 @@ def test_bad_values_refused(sets, message):
 def test_bad_files_refused(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed")
-    with pytest.raises(ConfigError, match="invalid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML"):
         config.load(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         config.load(tmp_path / "missing.yaml")
@@ -148,3 +148,63 @@ def test_variant_configs_hold_only_what_differs_from_the_defaults():
         raw = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
         assert raw == {"model": {"name": name}}, name
         assert config.load(name) == config.load(sets=[f"model.name={name}"])
+
+
+BOMB = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdef", "bcdefg"))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("train: {epochs: 2}\ntrain: {batch_size: 4}\n", r"key 'train' appears twice in one mapping "
+                                                      r"\(lines 1 and 2\)"),
+    ("train:\n  epochs: 2\n  epochs: 3\n", r"key 'epochs' appears twice .*lines 2 and 3"),
+    ("model: {overrides: {channels: 8, channels: 9}}\n", "key 'channels' appears twice"),
+    (BOMB, "aliases expand to more than 100000 YAML nodes"),
+    ("train: &t {freeze: [*t]}\n", "recursive alias"),
+])
+def test_configs_are_read_strictly(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"^{path}: .*{message}"):
+        config.load(path)
+    with pytest.raises(ConfigError, match=r"^--set model.overrides=\{a: 1, a: 2\}: key 'a' "):
+        config.load(None, ["model.overrides={a: 1, a: 2}"])
+
+
+def test_small_aliases_and_merge_keys_still_read(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("eval: {top_k: &k 3, batch_size: *k}\n"
+                    "model: {overrides: {<<: {channels: 8, dropout: 0.5}, dropout: 0.1}}\n")
+    cfg = config.load(path)
+    assert cfg["eval"]["top_k"] == cfg["eval"]["batch_size"] == 3
+    assert cfg["model"]["overrides"] == {"channels": 8, "dropout": 0.1}
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("train:\n  epochs: 3   # café\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert str(e.value) == f"{path}: not UTF-8 text (byte 0xe9 at offset 26); save it as UTF-8"
+
+
+def test_a_file_typo_is_blamed_on_the_file_not_on_a_set(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: ff_sa_cnn, overrides: {num_headz: 2}}\n")
+    with pytest.raises(ConfigError, match=f"^{path}: model.overrides: .*num_headz"):
+        config.load(path, ["model.overrides.num_heads=2"])
+    with pytest.raises(ConfigError, match=f"^{path}: model.overrides: .*num_headz"):
+        config.load(path, ["model.name=ff_cnn", "train.epochs=2"])
+    path.write_text("train: {epochs: 0}\n")   # a --set that fixes the file's value is fine
+    assert config.load(path, ["train.epochs=2"])["train"]["epochs"] == 2
+    with pytest.raises(ConfigError, match=r"^--set train.epochs=0: train.epochs must be >= 1"):
+        config.load(None, ["train.epochs=3", "train.epochs=0"])
+
+
+def test_a_local_directory_does_not_hide_a_shipped_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ff_cnn").mkdir()
+    assert config.load("ff_cnn") == config.load(REPO / "configs" / "ff_cnn.yaml")
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match="^mine: is a directory, not a config file"):
+        config.load("mine")

@@ -121,6 +121,58 @@ def test_serve_preprocessed_and_attention(served):
                                np.asarray(models.attention_maps(model, x[:2])), atol=1e-5)
 
 
+BAD_IMAGES = [  # (endpoint, images, message): serve refuses what it cannot read
+    ("serve", np.full((1, 40, 40, 3), np.nan, np.float32), "serve: images contain NaN or inf"),
+    ("serve", np.full((2, 40, 40, 1), np.inf, np.float64), "serve: images contain NaN or inf"),
+    ("serve", np.zeros((2, 0, 40, 3), np.uint8), r"serve: empty image"),
+    ("serve", np.zeros((1, 40, 0, 1), np.float32), r"serve: empty image"),
+    ("serve", np.zeros((1, 40, 40, 5), np.uint8), r"serve: images must have 1, 2, 3 or 4 chan"),
+    ("serve", np.zeros((1, 40, 40, 0), np.uint16), r"serve: images must have 1, 2, 3 or 4 chan"),
+    ("serve_preprocessed", np.full((1, 50, 50, 1), -np.inf, np.float32),
+     "serve_preprocessed: images contain NaN or inf"),
+    ("attention", np.full((1, 50, 50, 1), np.nan, np.float32), "attention: images contain NaN"),
+]
+
+
+@pytest.mark.parametrize("endpoint,images,message", BAD_IMAGES,
+                         ids=[f"{e}-{i}" for i, (e, _, _) in enumerate(BAD_IMAGES)])
+def test_endpoints_refuse_images_they_cannot_read(served, endpoint, images, message):
+    import tensorflow as tf
+
+    loaded = _loaded(served)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        getattr(loaded, endpoint)(tf.constant(images))
+    # one bad image among good ones spoils the call too
+    if images.shape[0] == 1 and images.dtype == np.float32 and endpoint == "serve":
+        good = np.zeros((2,) + images.shape[1:], np.float32)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            loaded.serve(tf.constant(np.concatenate([good, images])))
+
+
+def test_zero_images_give_an_empty_result(served):
+    import tensorflow as tf
+
+    loaded = _loaded(served)
+    for images in (np.zeros((0, 40, 30, 3), np.uint8), np.zeros((0, 0, 0, 1), np.float32)):
+        assert loaded.serve(tf.constant(images)).shape == (0, 2)
+    assert loaded.serve_preprocessed(tf.zeros((0, 50, 50, 1))).shape == (0, 2)
+    assert tuple(loaded.attention(tf.zeros((0, 50, 50, 1))).shape)[:2] == (0, 2)
+    assert loaded.serve(tf.ones((1, 40, 30, 3), tf.uint8)).shape == (1, 2)  # still serves
+
+
+_LOADED = {}
+
+
+def _loaded(served):
+    """The fixture's SavedModel, loaded once."""
+    import tensorflow as tf
+
+    root = served[0]
+    if root not in _LOADED:
+        _LOADED[root] = tf.saved_model.load(str(root / "saved_model"))
+    return _LOADED[root]
+
+
 def _snippet():
     """The python block after the marker line: README.md if it has the marker, else docs/serving.md."""
     for doc in (REPO / "README.md", REPO / "docs" / "serving.md"):

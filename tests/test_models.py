@@ -1,4 +1,5 @@
 """Model zoo: parameter counts, independence, shared core, SA semantics, serialisation."""
+import os
 import subprocess
 import sys
 
@@ -315,3 +316,27 @@ def test_shared_core_without_value_mapping_keeps_the_paper_block():
     assert np.asarray(models.attention_maps(m, _images(2))).shape == (2, 1, 2, 81, 81)
     assert type(models.build("rf_sa_cnn_star", core="shared").get_layer("self_attention")) \
         is MultiHeadSelfAttention2D
+
+
+def test_import_tfsacnn_registers_the_layers_without_importing_a_backend(tmp_path):
+    """docs/internals.md: RUN/model.keras loads with `keras.saving.load_model` after
+    `import tfsacnn` (the layers register when Keras is imported, not before)."""
+    from tests.conftest import REPO
+
+    model = models.build("ff_sa_cnn", n_neurons=2)
+    randomize_statistics(model)
+    model.save(tmp_path / "model.keras")
+    x = np.random.default_rng(0).normal(size=(2, 50, 50, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys\nimport numpy as np\nimport tfsacnn\n"
+            "assert not {'keras', 'tensorflow', 'jax'} & set(sys.modules), sorted(sys.modules)\n"
+            "import keras\n"
+            f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r}, compile=False)\n"
+            f"print(np.asarray(m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0))"
+            ".tolist())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    np.testing.assert_allclose(eval(r.stdout.strip().splitlines()[-1]),
+                               model.predict(x, verbose=0), atol=1e-5)

@@ -20,6 +20,7 @@ import yaml
 
 from . import models
 from .errors import ConfigError
+from .files import load_yaml, parse_yaml
 
 
 def _field(default):
@@ -171,10 +172,7 @@ def parse_set(item):
     if "=" not in item:
         raise ConfigError(f"--set {item}: expected section.key=value")
     path, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item}: invalid YAML value ({str(e).splitlines()[0]})") from None
+    value = parse_yaml(raw, f"--set {item}", ConfigError) if raw else None
     for part in reversed(path.split(".")):
         value = {part: value}
     return value
@@ -195,15 +193,20 @@ def shipped():
 def locate(name):
     """`name` as a path to a YAML file, or the shipped config of that name (".yaml" optional).
 
-    A shipped config is returned as its package resource (readable with `read_text`).
+    A file of that name comes first; otherwise a shipped config of that name (a directory
+    of that name does not hide it). A shipped config is returned as its package resource
+    (readable with `read_text`).
     """
     path = pathlib.Path(name)
-    if path.exists():
+    if path.is_file():
         return path
     key = str(name).removesuffix(".yaml").removeprefix("configs/")
     found = shipped()
     if key in found:
         return found[key]
+    if path.is_dir():
+        raise ConfigError(f"{name}: is a directory, not a config file (shipped configs: "
+                          f"{', '.join(found)})")
     raise ConfigError(f"{name}: cannot read config (no such file, and no shipped config of "
                       f"that name; shipped: {', '.join(found)})")
 
@@ -214,24 +217,26 @@ def load(path=None, sets=(), where=None):
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         path = locate(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        raw = load_yaml(path, ConfigError)
         if raw is None:
             raise ConfigError(f"{path}: the config is empty (a config without changes is "
                               f"'{{}}')")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config must be a mapping of sections")
         _merge(str(path), cfg, raw)
-    origin = {}                      # section.key -> the --set that last gave it
+    sources = [where or str(path or "config")]   # the file (or the defaults), then each --set
+    states = [copy.deepcopy(cfg)]
     for item in sets:
         _merge(f"--set {item}", cfg, parse_set(item))
-        origin[".".join(item.split("=", 1)[0].split(".")[:2])] = f"--set {item}"
-    default = where or str(path or "config")
-    validate(cfg, lambda key: origin.get(key, default))
+        sources.append(f"--set {item}")
+        states.append(copy.deepcopy(cfg))
+    problem = _problem(cfg)
+    if problem is not None:
+        # blame the source after which this key's problem appeared and stayed
+        j = len(states) - 1
+        while j > 0 and (_problem(states[j - 1]) or (None,))[0] == problem[0]:
+            j -= 1
+        raise ConfigError(f"{sources[j]}: {problem[0]}{problem[1]}")
     return cfg
 
 
@@ -241,9 +246,27 @@ def validate(cfg, where):
     `where`: the error's prefix, or a function of the key ("train.epochs") that gives it.
     """
     at = where if callable(where) else (lambda key: where)
+    problem = _problem(cfg)
+    if problem is not None:
+        raise ConfigError(f"{at(problem[0])}: {problem[0]}{problem[1]}")
 
+
+class _Problem(Exception):
+    pass
+
+
+def _problem(cfg):
+    """The first problem `validate` finds: (key, text after the key), or None."""
+    try:
+        _check(cfg)
+    except _Problem as e:
+        return e.args
+    return None
+
+
+def _check(cfg):
     def fail(key, problem):
-        raise ConfigError(f"{at(key)}: {key}{problem}") from None
+        raise _Problem(key, problem) from None
 
     m = cfg["model"]
     try:

@@ -19,6 +19,24 @@ class ConfigError(TfsacnnError):
 INTERRUPTED = 130   # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 
 
+TENSORFLOW_WHEEL = "tensorflow==2.21.0"   # the pin of pyproject.toml
+
+
+def require_tensorflow(command):
+    """Check, without importing it, that TensorFlow can be imported for `command` (e.g.
+    "tfsacnn export"); else a TfsacnnError saying in one line how to install it."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise TfsacnnError(f"{command} needs TensorFlow, which is not installed here (a "
+                           f"JAX-only machine?): pip install {TENSORFLOW_WHEEL} (on NVIDIA "
+                           f"GPUs: pip install 'tfsacnn[gpu]')")
+
+
 def run_cli(fn, *args, path=None):
     """Call `fn(*args)`; turn a TfsacnnError or OSError into one stderr line and code 2,
     and Ctrl-C (KeyboardInterrupt) into `error: interrupted` and code 130.

@@ -11,6 +11,9 @@
   is the same function as `serve_preprocessed`.
 - `serve_preprocessed`: images `(B, S, S, 1)` float32 as stored in the dataset -> `(B, n)`;
 - `attention` (SA models only): preprocessed images -> attention `(B, n, heads, P, P)`.
+Each endpoint checks its input in the graph (`tf.errors.InvalidArgumentError` naming the
+problem: NaN or inf pixels, an empty image, a channel count other than 1-4); a batch of
+zero images returns an empty `(0, ...)` result.
 All load with plain TensorFlow (`tf.saved_model.load`), without tfsacnn; `serving_default`
 (TF Serving) is `serve` for float32 input.
 """
@@ -22,6 +25,42 @@ from .errors import TfsacnnError
 from .files import atomic_dir, temporary
 
 RAW_DTYPES = ("float32", "uint8", "float64", "uint16")   # traced dtypes of `serve`; first = signature
+CHANNELS = (1, 2, 3, 4)   # grey, grey + alpha, RGB, RGBA
+
+
+def check_images(images, endpoint, raw):
+    """`images` `(B, H, W, C)` unchanged, with in-graph checks that raise InvalidArgumentError.
+
+    Refused: NaN or inf pixels (float input); for raw images (`raw`) also H or W of 0 and
+    C not in `CHANNELS`. Call it only for B > 0 (see `nonempty`).
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    checks = []
+    if raw:
+        checks.append(tf.debugging.Assert(
+            tf.logical_and(shape[1] > 0, shape[2] > 0),
+            [f"{endpoint}: empty image (height or width 0); images (B, H, W, C) have shape",
+             shape]))
+        checks.append(tf.debugging.Assert(
+            tf.reduce_any(tf.equal(shape[3], CHANNELS)),
+            [f"{endpoint}: images must have 1, 2, 3 or 4 channels (grey, grey + alpha, RGB, "
+             f"RGBA); got", shape[3]]))
+    with tf.control_dependencies(checks):
+        images = tf.identity(images)
+    if images.dtype.is_floating:
+        images = tf.debugging.assert_all_finite(
+            images, f"{endpoint}: images contain NaN or inf pixels")
+    return images
+
+
+def nonempty(images, fn, empty):
+    """`fn(images)` if `images` holds at least one image, else `empty()`: a result of the
+    same dtype and trailing shape with no rows (e.g. `fn(one valid image)[:0]`)."""
+    import tensorflow as tf
+
+    return tf.cond(tf.shape(images)[0] > 0, lambda: fn(images), empty)
 
 
 def serving_preprocessing(preprocessing):
@@ -125,22 +164,38 @@ def export_saved_model(model, path, preprocessing=None, stamp=None):
                            f"preprocessing makes {recipe['size']}x{recipe['size']}")
     spec = [tf.TensorSpec((None, size, size, 1), tf.float32, name="images")]
 
+    blank = tf.zeros((1, size, size, 1), tf.float32)   # one valid preprocessed image
+
+    def checked(fn, endpoint):
+        """fn on preprocessed images `(B, S, S, 1)`, with the endpoint's input checks."""
+        return lambda x: nonempty(x, lambda v: fn(check_images(v, endpoint, raw=False)),
+                                  lambda: fn(blank)[:0])
+
     def write(target):
         archive = keras.export.ExportArchive()
         archive.track(model)
-        pre = archive.add_endpoint("serve_preprocessed", lambda x: model(x, training=False),
-                                   input_signature=spec)
+        pre = archive.add_endpoint(
+            "serve_preprocessed",
+            checked(lambda x: model(x, training=False), "serve_preprocessed"),
+            input_signature=spec)
+
+        def serve_raw(images):
+            """Raw images `(B, H, W, C)` -> `(B, n)` through the recorded preprocessing."""
+            return nonempty(
+                images, lambda v: pre(preprocess_raw(check_images(v, "serve", True), recipe)),
+                lambda: pre(blank)[:0])
+
         if recipe is None:
             serve = pre
         else:
-            serve = tf.function(lambda images: pre(preprocess_raw(images, recipe)),
-                                autograph=False)
+            serve = tf.function(serve_raw, autograph=False)
             for dtype in RAW_DTYPES:
                 serve.get_concrete_function(tf.TensorSpec((None,) * 4, dtype, name="images"))
         archive.add_endpoint("serve", serve)
         archive.add_endpoint("serving_default", serve)
         if models.has_attention(model):
-            archive.add_endpoint("attention", lambda x: models.attention_maps(model, x),
+            archive.add_endpoint("attention",
+                                 checked(lambda x: models.attention_maps(model, x), "attention"),
                                  input_signature=spec)
         archive.write_out(str(target), verbose=False)
         if stamp is not None:
@@ -232,12 +287,14 @@ def main(argv=None):
                         "(default: the run's config.yaml data.dir)")
     add_output_flags(p)
     args = p.parse_args(argv)
-    if "keras" not in sys.modules:   # the SavedModel is TensorFlow's, whatever trained the run
-        os.environ["KERAS_BACKEND"] = "tensorflow"
 
     def run():
+        from .errors import require_tensorflow
         from .quiet import quiet_tensorflow
 
+        require_tensorflow("tfsacnn export (a SavedModel is TensorFlow's)")
+        if "keras" not in sys.modules:   # the SavedModel is TensorFlow's, whatever trained it
+            os.environ["KERAS_BACKEND"] = "tensorflow"
         quiet_tensorflow(args.verbose)
         out, raw = export_run(args.run, args.data)
         if not args.quiet:

@@ -81,9 +81,51 @@ def quiet_tensorflow(verbose=False):
         import keras               # imports TensorFlow itself under the TensorFlow backend
 
         if keras.backend.backend() != "tensorflow":
-            return                 # JAX: TensorFlow is not needed, and not imported
+            # JAX: TensorFlow is not needed; if something imports it later (Keras' saving
+            # does, where it is installed), its start-up lines are dropped then
+            wrap_import("tensorflow", _filtered)
+            return
         try:
             import tensorflow as tf
         except ImportError:
             return
         tf.config.list_physical_devices()   # CUDA's init line comes with the first device query
+
+
+def _filtered(run, module):
+    with filtered_stderr():
+        run(module)
+
+
+class _WrapImport:
+    """Meta path finder: the first import of module `name` runs as `wrapper(run, module)`,
+    where `run(module)` executes it (the finder removes itself once used)."""
+
+    def __init__(self, name, wrapper):
+        self.name, self.wrapper = name, wrapper
+
+    def find_spec(self, fullname, path=None, target=None):
+        import importlib.util
+
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run, wrapper = spec.loader.exec_module, self.wrapper
+        spec.loader.exec_module = lambda module: wrapper(run, module)
+        return spec
+
+
+def wrap_import(name, wrapper):
+    """Run the first `import name` as `wrapper(run, module)` (`run(module)` executes the
+    module); None if `name` is imported already (nothing to wrap), else the finder."""
+    if name in sys.modules:
+        return None
+    for f in sys.meta_path:
+        if isinstance(f, _WrapImport) and f.name == name and f.wrapper is wrapper:
+            return f
+    finder = _WrapImport(name, wrapper)
+    sys.meta_path.insert(0, finder)
+    return finder

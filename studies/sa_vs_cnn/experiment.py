@@ -69,7 +69,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import yaml  # noqa: E402
 
 from tfsacnn.errors import ConfigError, OneLineParser, TfsacnnError, run_cli  # noqa: E402
-from tfsacnn.files import read_yaml, write_text  # noqa: E402
+from tfsacnn.files import parse_yaml, read_yaml, write_text  # noqa: E402
 
 CPU_RATE = 1400          # neuron-images/s, tfsacnn's trainer on 2 CPU cores (issue #18)
 SITE_KEYS = {"surround_models": ["fixed"], "seeds": [0], "neurons": 8, "surround_fraction": 0.75,
@@ -274,7 +274,7 @@ def prepare_out(exp, overwrite, log):
                                f"(use another --out)")
         if overwrite:
             shutil.rmtree(out)
-        elif read_yaml(record) != yaml.safe_load(text):
+        elif read_yaml(record) != parse_yaml(text, record):
             raise TfsacnnError(f"{out}: holds a different experiment ({record}); use "
                                f"--overwrite to replace it, or another --out")
         else:

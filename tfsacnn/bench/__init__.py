@@ -14,7 +14,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfsacnn.errors import OneLineParser, run_cli  # noqa: E402
+from tfsacnn.errors import OneLineParser, require_tensorflow, run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
 
     def run():
+        if args.command == "data":   # tf.data against tf.data
+            require_tensorflow("tfsacnn bench data")
         quiet_tensorflow(args.verbose)
         if not args.quiet:
             return args.run(args)

@@ -23,7 +23,8 @@ from ..quiet import quiet_tensorflow  # noqa: E402
 
 DEMO_CONFIG = "demo"            # a shipped config (tfsacnn/configs/demo.yaml)
 DEMO_DATA = pathlib.Path("data/demo")
-DEMO_SITE = dict(neurons=8, train=2000, val=500, test=0, repeats=10, seed=0)
+DEMO_SITE = dict(neurons=8, train=2000, val=500, test=500, repeats=10, seed=0)  # epochs chosen
+#                                                  on val, the result reported on test
 
 
 def build_parser():
@@ -55,7 +56,7 @@ def cli_sets(args):
     sets = list(args.set)
     if args.data:
         sets.append(f"data.dir={json.dumps(args.data)}")
-    if args.neurons:
+    if args.neurons is not None:
         sets.append(f"data.neurons={json.dumps(args.neurons)}")
     if args.strategy:
         sets.append(f"train.strategy={args.strategy}")
@@ -150,9 +151,9 @@ def run(args):
 
 
 def quiet_backend(verbose):
-    """Hide TensorFlow's start-up lines (`--verbose` shows them); nothing to do under JAX."""
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-        quiet_tensorflow(verbose)
+    """Hide TensorFlow's start-up lines (`--verbose` shows them), also under JAX, where
+    Keras' saving imports TensorFlow later if it is installed."""
+    quiet_tensorflow(verbose)
 
 
 def main(argv=None):

@@ -38,8 +38,10 @@ def main(argv=None):
 
     def write():
         from .. import interop
+        from ..errors import require_tensorflow
         from ..quiet import quiet_tensorflow
 
+        require_tensorflow("tfsacnn import-torch (it writes RUN/saved_model)")
         quiet_tensorflow(args.verbose)
         out = interop.write_run(args.model, args.pth, args.out, overwrite=args.overwrite)
         if not args.quiet:

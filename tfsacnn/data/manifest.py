@@ -105,6 +105,8 @@ def parse_neurons(spec, n_total: int) -> list[int]:
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
         parts = [int(spec)]
     elif isinstance(spec, str):
+        if not spec.strip():
+            raise ConfigError(f"neurons: {spec!r} selects no neurons (omit it for all neurons)")
         parts = []
         for tok in (t.strip() for t in spec.split(",")):
             if ":" in tok:
@@ -123,9 +125,13 @@ def parse_neurons(spec, n_total: int) -> list[int]:
                     raise ConfigError(f"neurons: bad index {tok!r} in {spec!r}") from None
     else:
         try:
-            parts = [int(x) for x in spec]
-        except (TypeError, ValueError):
+            items = list(spec)
+        except TypeError:
             raise ConfigError(f"neurons: expected indices, got {spec!r}") from None
+        bad = [x for x in items if isinstance(x, bool) or not isinstance(x, (int, np.integer))]
+        if bad:
+            raise ConfigError(f"neurons: {bad[0]!r} is not an integer index (in {spec!r})")
+        parts = [int(x) for x in items]
     if not parts:
         raise ConfigError(f"neurons: {spec!r} selects no neurons")
     bad = [i for i in parts if not 0 <= i < n_total]

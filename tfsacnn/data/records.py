@@ -223,21 +223,9 @@ def read_shard(path, size: int, n: int, n_repeats=None):
     _check_crcs(path, buf, starts, lengths)
     view = memoryview(buf)
     images, responses, repeats = [], [], []
-    want = {"image": size * size * 4, "response": n}
-    if n_repeats:
-        want["repeats"] = n_repeats * n
+    want = _schema(size, n, n_repeats)
     for i, (s, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
-        try:
-            ex = parse_example(view[s:s + length])
-        except (ValueError, IndexError, UnicodeDecodeError) as e:
-            raise DataError(f"{path}: record {i} is not a tf.train.Example ({e})") from None
-        for key, count in want.items():
-            v = ex.get(key)
-            if v is None:
-                raise DataError(f"{path}: record {i} has no {key!r} feature")
-            if len(v) != count:
-                unit = "bytes" if key == "image" else "values"
-                raise DataError(f"{path}: record {i}: {key!r} has {len(v)} {unit}, expected {count}")
+        ex = _checked_example(path, i, view[s:s + length], want)
         images.append(ex["image"])
         responses.append(ex["response"])
         if n_repeats:
@@ -249,6 +237,55 @@ def read_shard(path, size: int, n: int, n_repeats=None):
         out.append(np.stack(repeats).reshape(count, n_repeats, n).astype(np.float32) if count
                    else np.zeros((0, n_repeats, n), np.float32))
     return tuple(out)
+
+
+def _schema(size, n, n_repeats=None):
+    """{feature: expected length} of one record (image in bytes, the others in floats)."""
+    want = {"image": size * size * 4, "response": n}
+    if n_repeats:
+        want["repeats"] = n_repeats * n
+    return want
+
+
+def _checked_example(path, i, data, want):
+    """Record `i` of shard `path` parsed, its features of the schema's kinds and lengths."""
+    try:
+        ex = parse_example(data)
+    except (ValueError, IndexError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: record {i} is not a tf.train.Example ({e})") from None
+    for key, count in want.items():
+        v = ex.get(key)
+        if v is None:
+            raise DataError(f"{path}: record {i} has no {key!r} feature")
+        kind, unit = (bytes, "bytes") if key == "image" else (np.ndarray, "values")
+        if not isinstance(v, kind):
+            raise DataError(f"{path}: record {i}: {key!r} is a "
+                            f"{'float_list' if kind is bytes else 'bytes_list'}, expected a "
+                            f"{'bytes_list' if kind is bytes else 'float_list'} (not a "
+                            f"dataset written by data_prep?)")
+        if len(v) != count:
+            raise DataError(f"{path}: record {i}: {key!r} has {len(v)} {unit}, expected {count}")
+    return ex
+
+
+def check_first_records(files, size, n, n_repeats=None):
+    """Check the first record of every shard in `files` against the schema (feature names,
+    kinds, lengths), reading only that record: a DataError names the shard. Cheap: run it
+    before work starts, so that a dataset of the wrong kind fails at once."""
+    want = _schema(size, n, n_repeats)
+    for path in files:
+        try:
+            with gzip.open(path, "rb") as f:
+                head = f.read(12)
+                if len(head) < 12:
+                    continue            # an empty shard (or one read_shard will call truncated)
+                (length,) = struct.unpack("<Q", head[:8])
+                data = f.read(min(length, 64 << 20))
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: not a readable GZIP shard (truncated or corrupt?): "
+                            f"{e}") from None
+        if len(data) == length:
+            _checked_example(path, 0, data, want)
 
 
 def _read_split(directory, split, neurons, verify, with_repeats):

@@ -53,7 +53,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 from tfsacnn.evaluation import plots  # noqa: E402
-from tfsacnn.errors import ConfigError, OneLineParser, TfsacnnError, run_cli  # noqa: E402
+from tfsacnn.errors import (ConfigError, OneLineParser, TfsacnnError,  # noqa: E402
+                            require_tensorflow, run_cli)
 from tfsacnn.files import check_writable, read_json, read_yaml, write_text  # noqa: E402
 from tfsacnn.runs import RunLock, check_data, dataset_name  # noqa: E402
 
@@ -683,6 +684,7 @@ def main(argv=None):
     def run():
         if args.out:
             check_writable(args.out, directory=True)    # before the long work
+        require_tensorflow("tfsacnn analyze")
         quiet_tensorflow(args.verbose)
         analyze(args.run, data_dir=args.data, split=args.split or split_of(),
                 neurons=args.neurons, top=args.top_k, out=args.out,

@@ -403,7 +403,7 @@ def _parser():
     p = OneLineParser(
         prog="python -m tfsacnn.compare",
         description="Compare runs in a table like the paper's Table 1 (CORR, PT_S %, PT_J %, "
-                    "mean ± s.e.m. over neurons; paired difference with its bootstrap 95%% "
+                    "mean ± s.e.m. over neurons; paired difference with its bootstrap 95% "
                     "interval, neurons improved and the Wilcoxon signed-rank p against the "
                     "baseline, zero differences kept (zero_method='zsplit')).")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.json)")

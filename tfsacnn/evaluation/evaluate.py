@@ -113,8 +113,10 @@ def evaluate_run(run, data=None, split=None, top_k=10, batch_size=500):
 
 def run(args):
     from ..progress import score_line
+    from ..errors import require_tensorflow
     from ..quiet import quiet_tensorflow
 
+    require_tensorflow("tfsacnn evaluate (it runs RUN/saved_model)")
     if args.out:
         check_writable(args.out)            # before the work (and before --save writes)
     quiet_tensorflow(args.verbose)

@@ -14,7 +14,8 @@ import sys
 
 from .. import config as config_lib
 from .. import data as data_lib
-from ..errors import TfsacnnError
+from ..data.records import check_first_records
+from ..errors import DataError, TfsacnnError
 from ..export import save_keras
 from .. import runs
 from ..files import remove_dir, sha256, write_text
@@ -51,10 +52,13 @@ def train(cfg, out, *, resume=False, overwrite=False, quiet=False):
     cfg["data"]["manifest_sha256"] = sha
     cfg["train"]["epochs_trained"] = None
     trainer = Trainer(typed, out, strategy=strategy, quiet=quiet)  # checks data and neurons
-    if typed.data.verify:  # sha256 and record counts of every shard, once, before any work
-        for split in trainer.splits:
-            data_lib.shard_files(pathlib.Path(typed.data.dir), trainer.manifest["splits"][split],
-                                 verify=True)
+    if "train" not in trainer.splits:
+        raise DataError(f"{typed.data.dir}: the train split has no images; nothing to train on")
+    m = trainer.manifest
+    for split in trainer.splits:  # before any work: with data.verify, sha256 and record
+        files = data_lib.shard_files(pathlib.Path(typed.data.dir),   # counts of every shard;
+                                     m["splits"][split], verify=typed.data.verify)
+        check_first_records(files, m["image_size"], m["n_neurons"])   # feature kinds
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         out.mkdir()
