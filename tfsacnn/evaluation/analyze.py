@@ -457,9 +457,11 @@ def causal_scores(model_change, true_change, scale):
 
     model_change, true_change: (p, n); scale: (n,) the model's response s.d. -> dict of
     (n,) float64: `corr` (Pearson r; 0 where either change is constant, never NaN),
-    `fve` (fraction of the true change's variance explained, 1 - sum((m - t)^2) /
-    sum((t - mean t)^2): 1 for the truth, <= ~0 for a model that predicts no change or
-    a wrong one; NaN only where the true change is constant, e.g. controls),
+    `fve` (fraction of the true change's variance explained, 1 - sum((m' - t')^2) /
+    sum(t'^2) with m', t' the changes minus their means over triples (the mean of
+    R(a|b) - R(a|c) is 0 by symmetry): 1 for the truth, 0 for a constant change, < 0 for a
+    wrong one, 0.75 for the right change at half its size; NaN only where the true change
+    is constant, e.g. controls),
     `change_rms` (r.m.s. model change / scale: a control's false surround).
     """
     m = np.asarray(model_change, np.float64)
@@ -470,7 +472,7 @@ def causal_scores(model_change, true_change, scale):
     tiny_m = 1e-12 * np.maximum(1.0, np.abs(m).max(0)) ** 2 * len(m)
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.where((vm > tiny_m) & (vt > tiny), (mc * tc).sum(0) / np.sqrt(vm * vt), 0.0)
-        fve = np.where(vt > tiny, 1.0 - ((m - t) ** 2).sum(0) / vt, np.nan)
+        fve = np.where(vt > tiny, 1.0 - ((mc - tc) ** 2).sum(0) / vt, np.nan)
         rms = np.sqrt((m * m).mean(0)) / np.asarray(scale, np.float64)
     return {"corr": corr, "fve": fve, "change_rms": rms}
 
