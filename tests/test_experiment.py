@@ -305,3 +305,39 @@ def test_out_that_is_not_an_experiment_is_never_written_or_deleted(tmp_path, cap
     (notes / "lab_notes.txt").write_text("keep me")
     assert "not an experiment directory (no experiment.yaml)" in error(notes, "--overwrite")
     assert [p.name for p in notes.iterdir()] == ["lab_notes.txt"]
+
+
+def test_power_analytic_agrees_with_simulating_the_study_tests():
+    """power.py's normal approximation against the study's own tests on simulated data."""
+    from studies.sa_vs_cnn import power
+
+    for contrast, n_s, n_c in (("surround", 20, 0), ("did", 18, 18)):
+        a = power.analytic_power(contrast, 0.03, 0.05, 0.05, n_s, n_c, 0.0125)
+        s = power.simulated_power(contrast, 0.03, 0.05, 0.05, n_s, n_c, 0.0125, draws=150)
+        assert 0.15 < a < 0.95 and abs(a - s) < 0.12
+    assert power.analytic_power("did", 0.03, 0.05, 0.05, 18, 18, 0.0125) < \
+        power.analytic_power("surround", 0.03, 0.05, 0.05, 18, 18, 0.0125)   # two groups' noise
+
+
+def test_power_reads_pilot_records(tmp_path):
+    """The pilot's s.d. per hypothesis from unit records (the larger of the surround
+    models'), and a power row per design."""
+    from studies.sa_vs_cnn import power
+
+    exp = experiment.load(SA_VS_CNN, TINY)
+    df = _rows(0.05, 0.0, 0.02, seed=4)
+    results = tmp_path / "pilot"
+    results.mkdir()
+    want = []
+    for unit, sm, src in (("gated_seed1", "gated", "gated_seed3"), ("fixed_seed0", "fixed", "fixed_seed1")):
+        sel = df[df["unit"] == src].assign(unit=unit)
+        (results / f"{unit}.json").write_text(json.dumps({"unit": unit, "rows": sel.to_dict("records")}))
+        a, b = experiment._pair(sel, sm, "surround", "ff_sa_cnn", "ff_cnn", "corr")
+        want.append(np.std(a - b, ddof=1))
+    sd, units = power.pilot_sd(exp, results)
+    assert units == ["fixed_seed0", "gated_seed1"] and sd["H1"]["n_surround"] == 6
+    assert sd["H1"]["sd_surround"] == pytest.approx(max(want))
+    table = power.power_table(exp, sd, power.DEFAULT_EFFECTS, [2, 4], 12, [0.5], draws=0)
+    assert table["family_size"] == 4 and table["alpha_per_test"] == pytest.approx(0.0125)
+    h1 = [r["H1_analytic"] for r in table["rows"]]
+    assert h1[0] < h1[1] and [r["n_surround"] for r in table["rows"]] == [12, 24]
