@@ -256,8 +256,8 @@ def config_sha256(exp):
 
 
 def code_commit():
-    """The code's commit: env TFSACNN_COMMIT, else `git rev-parse HEAD` of this checkout,
-    else "unknown"."""
+    """The code's commit: env TFSACNN_COMMIT, else `git rev-parse HEAD` of this checkout
+    (with "-dirty" when tracked files have uncommitted changes), else "unknown"."""
     env = os.environ.get("TFSACNN_COMMIT")
     if env:
         return env
@@ -265,7 +265,10 @@ def code_commit():
         r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pathlib.Path(__file__).parent,
                            capture_output=True, text=True, timeout=10)
         if r.returncode == 0 and r.stdout.strip():
-            return r.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=pathlib.Path(__file__).parent, capture_output=True,
+                                   text=True, timeout=10).stdout.strip()
+            return r.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
     return "unknown"
