@@ -1,16 +1,20 @@
-"""On PYTHONPATH, makes `import tensorflow` fail in every Python process started so (the
-GPU machines have no TensorFlow): tests/test_device_script.py runs the device script so."""
-import importlib.abc
+"""On PYTHONPATH, makes TensorFlow absent in every Python process started so (the GPU
+machines have no TensorFlow): `import tensorflow` raises ModuleNotFoundError and
+`importlib.util.find_spec("tensorflow")` is None, as without the wheel (PyTorch and Keras
+probe with find_spec). tests/test_device_script.py runs the device script so."""
+import importlib.machinery
 import sys
 
 
-class NoTensorFlow(importlib.abc.MetaPathFinder):
-    """Refuses `tensorflow` and its submodules, like an environment without the wheel."""
+class NoTensorFlowPathFinder(importlib.machinery.PathFinder):
+    """The standard path finder, blind to `tensorflow` and its submodules."""
 
-    def find_spec(self, name, path=None, target=None):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
         if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ImportError(f"No module named {name!r} (blocked: no TensorFlow here)")
-        return None
+            return None
+        return super().find_spec(name, path, target)
 
 
-sys.meta_path.insert(0, NoTensorFlow())
+sys.meta_path[:] = [NoTensorFlowPathFinder if f is importlib.machinery.PathFinder else f
+                    for f in sys.meta_path]
