@@ -14,7 +14,7 @@
 #      and the per-neuron PyTorch loop on the same GPU, the devices named and the 300-neuron
 #      site projected (-> $OUT/bench.json); a side on a CPU fails the call here;
 #   3. `tfsacnn.bench conv`: the faster per-neuron conv on this device (-> $OUT/conv.json),
-#      exported as TFSACNN_CONV_IMPLEMENTATION for what follows; its rate (CONV_NEURONS
+#      $OUT/conv.env exported as TFSACNN_CONV_IMPLEMENTATION for what follows; its rate (CONV_NEURONS
 #      neurons, the study's per site) is the runner's --rate for its first unit's estimate;
 #   4. the study's units in their registered order, each skipped when RESULTS/<unit>.json
 #      exists, none started that would not finish before the time limit:
@@ -27,10 +27,10 @@
 # Settings (environment): CONFIG (studies/sa_vs_cnn/sa_vs_cnn_gpu.yaml), RESULTS
 # (studies/sa_vs_cnn/results/gpu), WORK (/tmp/sa_vs_cnn_gpu), OUT (/tmp/gpu_out),
 # DEVICE (gpu; cpu for the toy run), TIME_LIMIT_S, BENCH_NEURONS (64), BENCH_STEPS (20),
-# CONV_NEURONS (12), CONV_STEPS (5), BASELINE (torch | none), PYTHON (python3), WHL (.whl),
+# CONV_NEURONS (12), CONV_STEPS (5), BATCH (50: images per bench step), BASELINE (torch | none), PYTHON (python3), WHL (.whl),
 # SITE (/tmp/site: where the wheels are installed), INSTALL_WHEELS (1).
 # Toy size on a CPU (tests/test_device_script.py runs this with the wheel installed):
-#   DEVICE=cpu CONFIG=tiny.yaml RESULTS=/tmp/r BENCH_NEURONS=1 BENCH_STEPS=1 CONV_NEURONS=2 CONV_STEPS=1 \
+#   DEVICE=cpu CONFIG=tiny.yaml RESULTS=/tmp/r BENCH_NEURONS=1 BENCH_STEPS=1 CONV_NEURONS=2 CONV_STEPS=1 BATCH=4 \
 #     OUT=/tmp/gpu_out bash benchmarks/gpu_paper_scale.sh run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +56,8 @@ CONFIG=${CONFIG:-studies/sa_vs_cnn/sa_vs_cnn_gpu.yaml}
 RESULTS=${RESULTS:-studies/sa_vs_cnn/results/gpu}
 DEVICE=${DEVICE:-gpu} TIME_LIMIT_S=${TIME_LIMIT_S:-500} BASELINE=${BASELINE:-torch}
 BENCH_NEURONS=${BENCH_NEURONS:-64} BENCH_STEPS=${BENCH_STEPS:-20}
-CONV_NEURONS=${CONV_NEURONS:-12} CONV_STEPS=${CONV_STEPS:-5} SITE=${SITE:-/tmp/site}
+CONV_NEURONS=${CONV_NEURONS:-12} CONV_STEPS=${CONV_STEPS:-5} BATCH=${BATCH:-50}
+SITE=${SITE:-/tmp/site}
 rate=""
 ARCHIVED=studies/sa_vs_cnn/results/gpu     # where results.tgz extracts, at the repository root
 mkdir -p "$OUT" "$WORK" "$RESULTS"
@@ -77,15 +78,15 @@ export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 PYTHONUNBUFFERED=1 
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   "$PY" -m tfsacnn.bench train --model ff_sa_cnn --device "$DEVICE" --baseline "$BASELINE" \
-      --neurons "$BENCH_NEURONS" --batch-size 50 --steps "$BENCH_STEPS" --site-images 34000 \
+      --neurons "$BENCH_NEURONS" --batch-size "$BATCH" --steps "$BENCH_STEPS" --site-images 34000 \
       --site-epochs 50 --site-neurons 300 > "$OUT/bench.json" \
     || { echo "error: the bench failed (above); no unit was run"; exit 1; }
   cat "$OUT/bench.json"
 fi
 if "$PY" -m tfsacnn.bench conv --model ff_sa_cnn --device "$DEVICE" --neurons "$CONV_NEURONS" \
-    --steps "$CONV_STEPS" --env-file "$WORK/conv.env" > "$OUT/conv.json"; then
+    --steps "$CONV_STEPS" --batch-size "$BATCH" --env-file "$OUT/conv.env" > "$OUT/conv.json"; then
   cat "$OUT/conv.json"
-  set -a; . "$WORK/conv.env"; set +a
+  set -a; . "$OUT/conv.env"; set +a
   rate=$("$PY" -c "import json, sys; print(max(json.load(sys.stdin)['neuron_images_per_s'].values()))" \
          < "$OUT/conv.json")
   echo "per-neuron conv: $TFSACNN_CONV_IMPLEMENTATION (the faster in the trial, $rate neuron-images/s)"

@@ -60,7 +60,7 @@ def test_device_script_runs_the_toy_study_from_the_wheel_without_tensorflow(tmp_
                PYTHONPATH=str(REPO / "tests" / "no_tensorflow"), DEVICE="cpu",
                CONFIG=str(tiny_config(tmp_path / "tiny.yaml")), RESULTS=str(results),
                WORK=str(tmp_path / "work"), OUT=str(out), TIME_LIMIT_S="600",
-               BENCH_NEURONS="1", BENCH_STEPS="1", CONV_NEURONS="2", CONV_STEPS="1")
+               BENCH_NEURONS="1", BENCH_STEPS="1", CONV_NEURONS="2", CONV_STEPS="1", BATCH="4")
     env.pop("TFSACNN_COMMIT", None)
     done = subprocess.run(["bash", str(SCRIPT), "run"], cwd=REPO, env=env,
                           capture_output=True, text=True)
@@ -72,6 +72,7 @@ def test_device_script_runs_the_toy_study_from_the_wheel_without_tensorflow(tmp_
     assert bench["baseline_device"] == "cpu:0 (cpu)" and bench["projected_site_minutes"] > 0
     conv = json.loads((out / "conv.json").read_text())
     assert f"per-neuron conv: {conv['choice']} (the faster in the trial" in log
+    assert (out / "conv.env").read_text() == f"TFSACNN_CONV_IMPLEMENTATION={conv['choice']}\n"
     with tarfile.open(out / "results.tgz") as tar:
         assert sorted(tar.getnames()) == sorted(f"{ARCHIVED}/{u}.json" for u in UNITS)
         record = json.load(tar.extractfile(f"{ARCHIVED}/{UNITS[0]}.json"))
