@@ -141,6 +141,23 @@ def test_shipped_configs_by_name():
         config.load("no_such_model")
 
 
+def test_shipped_configs_from_a_source_checkout(monkeypatch):
+    """Run from the repository root with the wheel installed, the checkout's tfsacnn/
+    shadows the installed one and has no `tfsacnn.configs`: the checkout's configs/ serve."""
+    real = config.resources.files
+
+    def files(package):
+        if package == "tfsacnn.configs":
+            raise ModuleNotFoundError("No module named 'tfsacnn.configs'")
+        return real(package)
+
+    monkeypatch.setattr(config.resources, "files", files)
+    shipped = config.shipped()
+    assert {"demo", "ff_cnn", "incremental/1_rf_cnn"} <= set(shipped)
+    assert shipped["ff_cnn"] == REPO / "configs" / "ff_cnn.yaml"
+    assert config.load("ff_cnn") == config.load(REPO / "configs" / "ff_cnn.yaml")
+
+
 def test_variant_configs_hold_only_what_differs_from_the_defaults():
     import yaml
 

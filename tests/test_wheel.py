@@ -19,6 +19,12 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
+def dependency_paths():
+    """This environment's site-packages folders (its own, and any a .pth file added)."""
+    own = sysconfig.get_paths()["purelib"]
+    return [own] + [p for p in sys.path if p.endswith("site-packages") and p != own]
+
+
 def _run(cmd, cwd, env):
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{cmd}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
@@ -42,7 +48,7 @@ def installed(tmp_path_factory):
                 cwd=root, env=env).strip()
     # the dependencies of this environment, after the venv's own site-packages
     with open(os.path.join(site, "zz_dependencies.pth"), "w") as f:
-        f.write(sysconfig.get_paths()["purelib"] + "\n")
+        f.write("".join(p + "\n" for p in dependency_paths()))
     _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheels[0])],
          cwd=root, env=env)
     return python, target / "bin" / "tfsacnn", env, root
@@ -59,6 +65,18 @@ def test_wheel_holds_the_package_not_the_checkout(installed):
     sample = _run([str(python), "-c", "from data_prep.reference import real_sample; "
                    "print(real_sample().shape)"], cwd=root, env=env)
     assert sample.strip() == "(1000, 10)"
+
+
+def test_shipped_configs_from_the_repository_root(installed):
+    """From the repository root the checkout's tfsacnn/ shadows the wheel's (the device
+    script runs so); the shipped configs are still found, in the checkout's configs/."""
+    python, _, env, _ = installed
+    out = _run([str(python), "-c", "from tfsacnn import config; print(config.__file__); "
+                "print(config.locate('ff_cnn')); print(*config.shipped())"], cwd=REPO, env=env)
+    where, found, shipped = out.splitlines()[-3:]
+    assert where.startswith(str(REPO)), where
+    assert found == str(REPO / "configs" / "ff_cnn.yaml")
+    assert {"demo", "ff_cnn", "incremental/1_rf_cnn"} <= set(shipped.split())
 
 
 def test_wheel_fits_a_shipped_config_by_name(installed):

@@ -178,9 +178,23 @@ def parse_set(item):
     return value
 
 
+def _configs_root():
+    """The shipped configs' folder: the package data `tfsacnn.configs` of an installed
+    tfsacnn, else (a source checkout on sys.path, e.g. run from the repository root, where
+    the checkout's `tfsacnn/` shadows an installed wheel) the checkout's `configs/`."""
+    try:
+        return resources.files("tfsacnn.configs")
+    except ModuleNotFoundError:
+        checkout = pathlib.Path(__file__).resolve().parent.parent / "configs"
+        if (checkout / "ff_sa_cnn.yaml").is_file():
+            return checkout
+        raise ConfigError(f"tfsacnn.configs: the shipped configs are missing (not installed, "
+                          f"and no {checkout})") from None
+
+
 def shipped():
     """Names of the configs installed with tfsacnn: {"ff_sa_cnn": Traversable, ...}."""
-    root = resources.files("tfsacnn.configs")
+    root = _configs_root()
     out = {}
     for folder in (root, root / "incremental"):
         prefix = "" if folder is root else "incremental/"

@@ -1,66 +1,59 @@
-"""Run the pre-registered SA-vs-CNN study from one YAML file: sites, training, causal test, statistics.
+"""Run the pre-registered SA-vs-CNN study from one YAML file, one unit (site) at a time,
+then score the sealed test split once.
 
-    python -m studies.sa_vs_cnn.experiment studies/sa_vs_cnn/sa_vs_cnn.yaml [--out DIR]
-        [--set KEY=VALUE ...] [--overwrite] [--plan [--rate NEURON_IMAGES_PER_S]]
+    python -m studies.sa_vs_cnn.experiment CONFIG.yaml --out WORKDIR --results RESULTSDIR
+        [--time-limit-s S] [--rate R] [--set KEY=VALUE ...] [--plan]
+    python -m studies.sa_vs_cnn.experiment CONFIG.yaml --out WORKDIR --results RESULTSDIR
+        --final [--allow-mixed-code]
 
-The experiment file (studies/sa_vs_cnn/sa_vs_cnn.yaml) is the pre-registration: it is
-fixed before any run and declares
+The experiment file (studies/sa_vs_cnn/sa_vs_cnn_gpu.yaml; sa_vs_cnn.yaml is the CPU
+pilot) is the pre-registration, fixed before any unit runs:
 
     preregistered  when and by what it was fixed (free text, recorded)
-    out            output directory (default runs/<file stem>)
-    sites          surround_models (fixed | gated), seeds, and the data_prep.synthesize
-                   arguments shared by every site: neurons, surround_fraction, train,
-                   val, test, repeats; gate_offset and gate_width record the gated
-                   simulator's constants (checked against data_prep.v1_model's)
+    sites          surround_models, seeds ({surround model: [seeds]}, every seed distinct
+                   across the study, so no two sites share control neurons), and the
+                   data_prep.synthesize arguments shared by every site
+    unit_order     the order the units (sites, "<surround model>_seed<k>") run in
     models         model names (shipped configs of tfsacnn.config)
-    hypotheses     [{model, baseline, group, metric}, ...]: "model > baseline on metric
-                   for the group's neurons"; each is tested on every surround model
-    statistics     alpha, correction (holm), wilcoxon_zero_method (zsplit), the
-                   bootstrap resamples; checked against what this code does
-    causal         the causal surround test: pairs per neuron, seed, seam_px
-    model, train, eval   common tfsacnn.config settings of every model
-    report         split: test | val (val while designing: the test split is read for
-                   the final table only)
+    hypotheses     the confirmatory family: [{id, model, baseline, metric, contrast,
+                   direction}], each tested on every surround model. contrast `did`: the
+                   surround neurons' paired difference minus the controls' (one-sided
+                   Wilcoxon rank-sum); `surround`: the surround neurons' paired difference
+                   (one-sided Wilcoxon signed-rank). direction: greater | less
+    statistics     alpha, correction (holm), wilcoxon_zero_method, bootstrap_resamples
+    causal         the triple test: triples per neuron, seed, seam_px, centre_fraction
+    sample_size    the pilot's per-neuron s.d. and the power analysis (recorded)
+    model, train, eval   common tfsacnn.config settings (eval.report_splits must be [val])
 
-Metrics: `corr`, `pt_s`, `pt_j` (tfsacnn.metrics, on the report split), and the causal
-surround test (tfsacnn.evaluation.analyze.causal_surround, on the report split's images):
-`causal_corr` and `causal_slope` (a model's predicted change from swapping a neuron's
-surround against the noise-free truth's change), `false_surround` (r.m.s. predicted
-change / response s.d.: for controls, whose true change is 0, a false surround).
+A unit synthesizes its site into WORKDIR/sites/<unit>, trains every model on it
+(WORKDIR/runs/<unit>/<model>, selection and report on val only), scores val (CORR, PT_S,
+PT_J, and the causal triple test on val images) and writes RESULTSDIR/<unit>.json with
+the code commit (env TFSACNN_COMMIT, else `git rev-parse HEAD`) and the sha256 of the
+resolved config. Units with a result file are skipped, so calls resume one another;
+a unit that would not fit in --time-limit-s (estimated from the previous unit of this
+call, else from --rate) is not started.
 
-Statistics: for each hypothesis and surround model, neurons are pooled over the site
-seeds (each paired within its own site): mean difference, bootstrap 95% interval,
-neurons improved, two-sided Wilcoxon signed-rank p with zero differences kept
-(zero_method="zsplit"), and the Holm-adjusted p over the whole family (every hypothesis x
-surround model). A hypothesis holds when the difference is positive and the Holm p <
-alpha. Everything else in the report is marked exploratory.
-
-`--plan` prints the size of the study (training neuron-images, and hours at `--rate`
-neuron-images/s, default 1400: tfsacnn on 2 CPU cores) and runs nothing.
-
-OUT receives:
-
-    experiment.yaml        the resolved experiment (a different one is refused)
-    sites/<sm>_seed<k>/    the simulated sites (with ground_truth.npz)
-    runs/<sm>_seed<k>/<model>/   one tfsacnn.training.train run directory per model
-    scores/<sm>_seed<k>.json   that site's per-neuron scores (reused with its runs)
-    neurons.csv            one row per (site, neuron, model): every metric
-    table.md, summary.json the pre-registered tests and the exploratory tables
-    timings.json           wall time of each step, kept when a step is reused
-
-An existing OUT is reused (finished sites and runs are not redone) when its
-experiment.yaml equals the resolved experiment; an unfinished run is resumed.
-Errors are one line `error: ...`, exit status 2, before any work starts where possible.
+The seal: nothing before --final reads the test split (the config must say
+eval.report_splits: [val]; the unit records hold no test score). --final refuses while a
+unit is unfinished or was trained under another commit/config (unless
+--allow-mixed-code, said in the report), scores test for every unit at once from the
+weights in WORKDIR, runs the confirmatory tests (Holm over the family; a hypothesis holds
+only when its Holm p < alpha and its Hodges-Lehmann estimate is in the registered
+direction) and writes RESULTSDIR/final/{table.md, summary.json, neurons.csv}. It runs
+once: an existing RESULTSDIR/final/summary.json is refused.
+Errors are one line `error: ...`, exit status 2.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 import time
 
@@ -71,29 +64,33 @@ import yaml  # noqa: E402
 from tfsacnn.errors import ConfigError, OneLineParser, TfsacnnError, run_cli  # noqa: E402
 from tfsacnn.files import parse_yaml, read_yaml, write_text  # noqa: E402
 
-CPU_RATE = 1400          # neuron-images/s, tfsacnn's trainer on 2 CPU cores (issue #18)
-SITE_KEYS = {"surround_models": ["fixed"], "seeds": [0], "neurons": 8, "surround_fraction": 0.75,
-             "train": 8000, "val": 1000, "test": 1000, "repeats": 10,
+CPU_RATE = 1400          # neuron-images/s, tfsacnn's trainer on 2 CPU cores
+UNIT_OVERHEAD_S = 30     # per unit: synthesis, scoring, start-up (for the --time-limit-s estimate)
+SITE_KEYS = {"surround_models": ["fixed"], "seeds": {"fixed": [0]}, "neurons": 8,
+             "surround_fraction": 0.75, "train": 8000, "val": 1000, "test": 1000, "repeats": 10,
              "gate_offset": None, "gate_width": None}
 DEFAULTS = {
     "preregistered": None,
     "out": None,
     "sites": SITE_KEYS,
+    "unit_order": None,
     "models": ["ff_cnn", "ff_sa_cnn"],
     "hypotheses": [],
     "statistics": {"alpha": 0.05, "correction": "holm", "wilcoxon_zero_method": "zsplit",
                    "bootstrap_resamples": 10000},
-    "causal": {"pairs": 200, "seed": 0, "seam_px": 2.0},
+    "causal": {"triples": 200, "seed": 0, "seam_px": 2.0, "centre_fraction": 0.2},
+    "sample_size": {},
     "model": {},
     "train": {},
     "eval": {},
-    "report": {"split": "test"},
 }
 FIT_SECTIONS = ("model", "train", "eval")          # checked by tfsacnn.config
-CHECKED = ("sites", "statistics", "causal", "report")   # their keys are ours
-METRICS = ("corr", "pt_s", "pt_j", "causal_corr", "causal_slope", "false_surround")
+CHECKED = ("sites", "statistics", "causal")        # their keys are ours
+METRICS = ("corr", "pt_s", "pt_j", "causal_fve", "causal_corr", "false_surround")
 SCALE = {"pt_s": 100.0, "pt_j": 100.0}           # shown in %
 GROUPS = ("surround", "control")
+CONTRASTS = ("did", "surround")
+HYPOTHESIS_KEYS = {"id", "model", "baseline", "metric", "contrast", "direction"}
 
 
 # --------------------------------------------------------------------------- config
@@ -106,7 +103,8 @@ def _merge(where, base, new, path=()):
         if len(path) == 1 and path[0] in CHECKED and k not in DEFAULTS[path[0]]:
             raise ConfigError(f"{where}: unknown key {name!r} "
                               f"(known: {', '.join(DEFAULTS[path[0]])})")
-        if isinstance(base.get(k), dict) and (path == () or path[0] in FIT_SECTIONS):
+        if isinstance(base.get(k), dict) and (path == () or path[0] in FIT_SECTIONS) \
+                and k != "sample_size":
             if not isinstance(v, dict):
                 raise ConfigError(f"{where}: {name} must be a mapping")
             _merge(where, base[k], v, key)
@@ -116,6 +114,10 @@ def _merge(where, base, new, path=()):
 
 def _int(v, lo):
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _check(exp, where):
@@ -130,22 +132,35 @@ def _check(exp, where):
         raise ConfigError(f"{where}: sites.surround_models must be a list of distinct names from "
                           f"{', '.join(v1_model.SURROUND_MODELS)}, got {sms!r}")
     seeds = s["seeds"]
-    if not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds) \
-            or not all(_int(x, 0) for x in seeds):
-        raise ConfigError(f"{where}: sites.seeds must be a list of distinct integers >= 0, got {seeds!r}")
+    if not isinstance(seeds, dict) or set(seeds) != set(sms):
+        raise ConfigError(f"{where}: sites.seeds must map each surround model "
+                          f"({', '.join(sms)}) to its list of seeds, got {seeds!r}")
+    flat = [x for sm in sms for x in (seeds[sm] if isinstance(seeds[sm], list) else [None])]
+    if not all(isinstance(seeds[sm], list) and seeds[sm] for sm in sms) \
+            or not all(_int(x, 0) for x in flat) or len(set(flat)) != len(flat):
+        raise ConfigError(f"{where}: sites.seeds must be non-empty lists of integers >= 0, "
+                          f"distinct across the whole study (a seed shared by two surround "
+                          f"models gives them the same control neurons), got {seeds!r}")
     for k in ("neurons", "train", "val", "repeats"):
         if not _int(s[k], 1):
             raise ConfigError(f"{where}: sites.{k} must be an integer >= 1, got {s[k]!r}")
-    if not _int(s["test"], 0):
-        raise ConfigError(f"{where}: sites.test must be an integer >= 0, got {s['test']!r}")
+    if not _int(s["test"], 1):
+        raise ConfigError(f"{where}: sites.test must be an integer >= 1 (the sealed split), "
+                          f"got {s['test']!r}")
     for k, want in (("gate_offset", v1_model.GATE_OFFSET), ("gate_width", v1_model.GATE_WIDTH)):
         if "gated" in sms and s[k] != want:
             raise ConfigError(f"{where}: sites.{k} is {s[k]!r}, but the simulator's is {want!r} "
                               f"(data_prep.v1_model; the study records the constants it ran with)")
     f = s["surround_fraction"]
-    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
+    if not _number(f) or not 0 < f < 1:
         raise ConfigError(f"{where}: sites.surround_fraction must be in (0, 1) (both groups are "
                           f"needed), got {f!r}")
+    names = [n for n, _, _ in site_names(exp)]
+    order = exp["unit_order"]
+    if not isinstance(order, list) or sorted(map(str, order)) != sorted(names) \
+            or len(set(order)) != len(order):
+        raise ConfigError(f"{where}: unit_order must list every unit once "
+                          f"({', '.join(names)}), got {order!r}")
     models = exp["models"]
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models) \
             or len(set(models)) != len(models):
@@ -158,21 +173,29 @@ def _check(exp, where):
     if not isinstance(hyps, list) or not hyps:
         raise ConfigError(f"{where}: hypotheses must be a non-empty list (the study tests them)")
     for i, h in enumerate(hyps):
-        if not isinstance(h, dict) or set(h) != {"model", "baseline", "group", "metric"}:
-            raise ConfigError(f"{where}: hypotheses[{i}] must have exactly model, baseline, "
-                              f"group and metric, got {h!r}")
+        if not isinstance(h, dict) or set(h) != HYPOTHESIS_KEYS:
+            raise ConfigError(f"{where}: hypotheses[{i}] must have exactly "
+                              f"{', '.join(sorted(HYPOTHESIS_KEYS))}, got {h!r}")
         if h["model"] not in models or h["baseline"] not in models or h["model"] == h["baseline"]:
             raise ConfigError(f"{where}: hypotheses[{i}]: model and baseline must be two "
                               f"different names from models, got {h['model']!r}, {h['baseline']!r}")
-        if h["group"] not in GROUPS:
-            raise ConfigError(f"{where}: hypotheses[{i}].group must be surround or control, "
-                              f"got {h['group']!r}")
+        if h["contrast"] not in CONTRASTS:
+            raise ConfigError(f"{where}: hypotheses[{i}].contrast must be one of "
+                              f"{', '.join(CONTRASTS)}, got {h['contrast']!r}")
+        if h["direction"] not in compare.DIRECTIONS:
+            raise ConfigError(f"{where}: hypotheses[{i}].direction must be one of "
+                              f"{', '.join(compare.DIRECTIONS)}, got {h['direction']!r}")
         if h["metric"] not in METRICS:
             raise ConfigError(f"{where}: hypotheses[{i}].metric must be one of "
                               f"{', '.join(METRICS)}, got {h['metric']!r}")
+        if h["contrast"] == "did" and h["metric"] in ("causal_fve", "causal_corr"):
+            raise ConfigError(f"{where}: hypotheses[{i}]: {h['metric']} is not defined for "
+                              f"controls (their true change is 0); use contrast surround")
+    if len({h["id"] for h in hyps}) != len(hyps):
+        raise ConfigError(f"{where}: hypotheses: ids must be distinct")
     st = exp["statistics"]
     a = st["alpha"]
-    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
+    if not _number(a) or not 0 < a < 1:
         raise ConfigError(f"{where}: statistics.alpha must be in (0, 1), got {a!r}")
     if st["correction"] != "holm":
         raise ConfigError(f"{where}: statistics.correction must be holm, got {st['correction']!r}")
@@ -180,23 +203,25 @@ def _check(exp, where):
         raise ConfigError(f"{where}: statistics.wilcoxon_zero_method must be "
                           f"{compare.WILCOXON_ZERO_METHOD} (tfsacnn.compare's), "
                           f"got {st['wilcoxon_zero_method']!r}")
-    if st["bootstrap_resamples"] != compare.BOOTSTRAP_RESAMPLES:
-        raise ConfigError(f"{where}: statistics.bootstrap_resamples must be "
-                          f"{compare.BOOTSTRAP_RESAMPLES} (tfsacnn.compare's), "
-                          f"got {st['bootstrap_resamples']!r}")
+    if not _int(st["bootstrap_resamples"], 100):
+        raise ConfigError(f"{where}: statistics.bootstrap_resamples must be an integer >= 100")
     c = exp["causal"]
-    if not _int(c["pairs"], 2) or not _int(c["seed"], 0):
-        raise ConfigError(f"{where}: causal.pairs must be an integer >= 2 and causal.seed >= 0")
-    if isinstance(c["seam_px"], bool) or not isinstance(c["seam_px"], (int, float)) or c["seam_px"] < 0:
+    if not _int(c["triples"], 2) or not _int(c["seed"], 0):
+        raise ConfigError(f"{where}: causal.triples must be an integer >= 2 and causal.seed >= 0")
+    if not _number(c["seam_px"]) or c["seam_px"] < 0:
         raise ConfigError(f"{where}: causal.seam_px must be a number >= 0, got {c['seam_px']!r}")
-    split = exp["report"]["split"]
-    if split not in ("val", "test"):
-        raise ConfigError(f"{where}: report.split must be val or test, got {split!r}")
-    if split == "test" and s["test"] == 0:
-        raise ConfigError(f"{where}: report.split is test but sites.test is 0")
-    if exp["eval"].get("selection_split", "val") == "test":
-        raise ConfigError(f"{where}: eval.selection_split must be val: the test split is read "
-                          f"for the final table only")
+    if not _number(c["centre_fraction"]) or not 0 < c["centre_fraction"] <= 1:
+        raise ConfigError(f"{where}: causal.centre_fraction must be in (0, 1], "
+                          f"got {c['centre_fraction']!r}")
+    if not isinstance(exp["sample_size"], dict):
+        raise ConfigError(f"{where}: sample_size must be a mapping")
+    ev = exp["eval"]
+    if ev.get("report_splits") != ["val"]:
+        raise ConfigError(f"{where}: eval.report_splits must be [val]: the test split is sealed "
+                          f"until --final, got {ev.get('report_splits')!r}")
+    if ev.get("selection_split", "val") != "val":
+        raise ConfigError(f"{where}: eval.selection_split must be val: the test split is sealed "
+                          f"until --final")
 
 
 def load(path, sets=(), out=None):
@@ -224,6 +249,31 @@ def load(path, sets=(), out=None):
     return exp
 
 
+def config_sha256(exp):
+    """sha256 of the resolved experiment (without `out`, which only says where it runs)."""
+    body = {k: v for k, v in exp.items() if k != "out"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def code_commit():
+    """The code's commit: env TFSACNN_COMMIT, else `git rev-parse HEAD` of this checkout
+    (with "-dirty" when tracked files have uncommitted changes), else "unknown"."""
+    env = os.environ.get("TFSACNN_COMMIT")
+    if env:
+        return env
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pathlib.Path(__file__).parent,
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode == 0 and r.stdout.strip():
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=pathlib.Path(__file__).parent, capture_output=True,
+                                   text=True, timeout=10).stdout.strip()
+            return r.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
 def fit_sets(exp):
     """The common `section.key=value` overrides of every model's fit config."""
     return [f"{section}.{k}={json.dumps(v)}" for section in FIT_SECTIONS
@@ -239,25 +289,40 @@ def fit_config(exp, name, site_dir=None):
 
 
 def site_names(exp):
-    """[(name, surround_model, seed)] of every site, in run order."""
+    """[(name, surround_model, seed)] of every site, by surround model then seed."""
     return [(f"{sm}_seed{k}", sm, k) for sm in exp["sites"]["surround_models"]
-            for k in exp["sites"]["seeds"]]
+            for k in exp["sites"]["seeds"][sm]]
+
+
+def units(exp):
+    """[(name, surround_model, seed)] in the pre-registered unit_order."""
+    by_name = {n: (n, sm, k) for n, sm, k in site_names(exp)}
+    return [by_name[n] for n in exp["unit_order"]]
+
+
+def unit_neuron_images(exp):
+    """Training neuron-images of one unit (every model)."""
+    s = exp["sites"]
+    return sum(s["neurons"] * s["train"] * fit_config(exp, m)["train"]["epochs"]
+               for m in exp["models"])
 
 
 def plan(exp, rate=CPU_RATE):
     """The study's size: training neuron-images (neurons x train images x epochs, summed
-    over sites and models) and the hours they take at `rate` neuron-images/s."""
+    over units and models) and the hours they take at `rate` neuron-images/s."""
     s = exp["sites"]
     epochs = {m: fit_config(exp, m)["train"]["epochs"] for m in exp["models"]}
-    per_site = {m: s["neurons"] * s["train"] * e for m, e in epochs.items()}
-    n_sites = len(site_names(exp))
-    total = n_sites * sum(per_site.values())
-    return {"sites": n_sites, "neurons_per_site": s["neurons"],
+    n_units = len(site_names(exp))
+    n_sur = round(s["surround_fraction"] * s["neurons"])
+    total = n_units * unit_neuron_images(exp)
+    return {"units": n_units, "unit_order": exp["unit_order"], "neurons_per_site": s["neurons"],
             "neurons_per_surround_model": {
-                "surround": len(s["seeds"]) * round(s["surround_fraction"] * s["neurons"]),
-                "control": len(s["seeds"]) * (s["neurons"] - round(s["surround_fraction"] * s["neurons"]))},
+                sm: {"surround": len(s["seeds"][sm]) * n_sur,
+                     "control": len(s["seeds"][sm]) * (s["neurons"] - n_sur)}
+                for sm in s["surround_models"]},
             "models": exp["models"], "epochs": epochs, "train_neuron_images": total,
-            "rate_neuron_images_per_s": rate, "training_hours": round(total / rate / 3600, 2)}
+            "rate_neuron_images_per_s": rate, "training_hours": round(total / rate / 3600, 2),
+            "unit_seconds_estimate": round(unit_neuron_images(exp) / rate + UNIT_OVERHEAD_S)}
 
 
 # --------------------------------------------------------------------------- steps
@@ -333,73 +398,90 @@ def train_model(exp, name, site_dir, run, log):
 
 
 # --------------------------------------------------------------------------- scoring
-def score_site(exp, site, sm, seed, runs, split):
-    """Per-neuron rows of one site: every model's metrics on `split` plus the causal test.
+def score_unit(exp, site, sm, seed, runs, split):
+    """Per-neuron rows of one unit on `split`: every model's CORR, PT_S, PT_J and the
+    causal triple test on that split's images (tfsacnn.analyze.causal_triples).
 
-    runs: {model: run dir}. -> list of dicts (site, surround_model, seed, neuron,
-    has_surround, noise_ceiling, model, and METRICS)."""
+    runs: {model: run dir}. -> list of dicts (unit, surround_model, seed, neuron,
+    has_surround, noise_ceiling, model, and METRICS; NaN only for causal_fve/causal_corr
+    of controls, whose true change is 0)."""
     import keras
     import numpy as np
 
     from data_prep import v1_model
     from tfsacnn import data as data_lib
-    from tfsacnn.evaluation import analyze, compare
+    from tfsacnn.evaluation import analyze
+    from tfsacnn.evaluation import metrics as metrics_lib
 
     gt = site / "ground_truth.npz"
     with np.load(gt, allow_pickle=False) as z:
         ceiling = z["noise_ceiling" if split == "val" else f"noise_ceiling_{split}"].astype(float)
     params = v1_model.load_params(gt)
-    images, _ = data_lib.load_numpy(site, split, verify=False)
+    images, y, reps = data_lib.load_numpy(site, split, verify=False, with_repeats=True)
     c = exp["causal"]
+    top_k = fit_config(exp, exp["models"][0])["eval"]["top_k"]
     rows = []
     for name, run in runs.items():
-        per = compare.load_run(run, split)
-        neurons = per["neurons"]
         model = analyze.load_run(run)["model"]
-        res = analyze.causal_surround(analyze.model_predictor(model), images,
-                                      v1_model.select_neurons(params, neurons), c["pairs"],
-                                      seed=c["seed"], seam=float(c["seam_px"]))
+        predict = analyze.model_predictor(model)
+        neurons = list(range(y.shape[1]))
+        scores = metrics_lib.evaluate(y, np.asarray(predict(images), np.float64), top_k=top_k,
+                                      repeats=reps)
+        res = analyze.causal_triples(predict, images, params, c["triples"], seed=c["seed"],
+                                     seam=float(c["seam_px"]), fraction=float(c["centre_fraction"]))
         keras.backend.clear_session()
-        for i, n in enumerate(neurons.tolist()):
-            rows.append({"site": site.name, "surround_model": sm, "seed": seed, "neuron": n,
+        for n in neurons:
+            rows.append({"unit": site.name, "surround_model": sm, "seed": seed, "neuron": n,
                          "has_surround": bool(params["has_surround"][n]),
                          "noise_ceiling": float(ceiling[n]), "model": name,
-                         **{m: float(per["per_neuron"][m][i]) for m in ("corr", "pt_s", "pt_j")},
-                         "causal_corr": float(res["corr"][i]), "causal_slope": float(res["slope"][i]),
-                         "false_surround": float(res["change_rms"][i])})
+                         **{m: float(scores[m][n]) for m in ("corr", "pt_s", "pt_j")},
+                         "causal_fve": float(res["fve"][n]), "causal_corr": float(res["corr"][n]),
+                         "false_surround": float(res["change_rms"][n])})
     return rows
 
 
+# --------------------------------------------------------------------------- statistics
 def _values(df, sm, group, model, metric):
-    """(site, neuron)-indexed values of one model: a pandas Series."""
+    """(unit, neuron)-indexed values of one model: a pandas Series."""
     sel = df[(df["surround_model"] == sm) & (df["model"] == model)
              & (df["has_surround"] == (group == "surround"))]
-    return sel.set_index(["site", "neuron"])[metric] * SCALE.get(metric, 1.0)
+    return sel.set_index(["unit", "neuron"])[metric].astype(float) * SCALE.get(metric, 1.0)
 
 
-def paired_test(df, sm, group, model, baseline, metric):
-    """compare.paired of model vs baseline over one group's neurons, pooled over sites."""
-    from tfsacnn.evaluation import compare
-
+def _pair(df, sm, group, model, baseline, metric):
     a = _values(df, sm, group, model, metric)
     b = _values(df, sm, group, baseline, metric).reindex(a.index)
-    return compare.paired(a.to_numpy(float), b.to_numpy(float))
+    return a.to_numpy(float), b.to_numpy(float)
+
+
+def hypothesis_test(df, sm, h, resamples):
+    """One confirmatory test: `did` (surround neurons' paired differences against the
+    controls', one-sided rank-sum) or `surround` (paired, one-sided signed-rank)."""
+    from tfsacnn.evaluation import compare
+
+    a, b = _pair(df, sm, "surround", h["model"], h["baseline"], h["metric"])
+    if h["contrast"] == "surround":
+        return compare.directional_paired(a, b, h["direction"], resamples)
+    ca, cb = _pair(df, sm, "control", h["model"], h["baseline"], h["metric"])
+    return compare.directional_two_sample(a - b, ca - cb, h["direction"], resamples)
 
 
 def statistics(exp, df):
-    """The pre-registered family: one entry per hypothesis x surround model, Holm-corrected."""
+    """The pre-registered family: one entry per hypothesis x surround model, Holm-corrected
+    one-sided p; `holds` from compare.directional_verdict."""
     from tfsacnn.evaluation import compare
 
+    st = exp["statistics"]
     tests = []
     for sm in exp["sites"]["surround_models"]:
-        for i, h in enumerate(exp["hypotheses"]):
-            st = paired_test(df, sm, h["group"], h["model"], h["baseline"], h["metric"])
-            tests.append({"id": f"H{i + 1}", "surround_model": sm, **h, **st})
+        for h in exp["hypotheses"]:
+            r = hypothesis_test(df, sm, h, st["bootstrap_resamples"])
+            tests.append({**h, "surround_model": sm, **r})
     adj = compare.holm([t["p"] for t in tests])
-    alpha = exp["statistics"]["alpha"]
     for t, p in zip(tests, adj):
         t["p_holm"] = None if math.isnan(p) else float(p)
-        t["holds"] = bool(t["p_holm"] is not None and t["diff"] > 0 and t["p_holm"] < alpha)
+        t["holds"] = compare.directional_verdict(t["estimate"], t["p_holm"], st["alpha"],
+                                                 t["direction"])
     return tests
 
 
@@ -422,12 +504,35 @@ def descriptive(exp, df):
 
 def exploratory_pairs(exp, df):
     """Exploratory: every (model, baseline) pair of the hypotheses on every metric and
-    group, uncorrected."""
+    group, two-sided, uncorrected."""
+    from tfsacnn.evaluation import compare
+
     pairs = list(dict.fromkeys((h["model"], h["baseline"]) for h in exp["hypotheses"]))
     return [{"surround_model": sm, "group": g, "model": a, "baseline": b, "metric": m,
-             **paired_test(df, sm, g, a, b, m)}
+             **compare.paired(*_pair(df, sm, g, a, b, m))}
             for sm in exp["sites"]["surround_models"] for g in GROUPS for a, b in pairs
             for m in METRICS]
+
+
+def pilot_sd(exp, df):
+    """Per-neuron s.d. of each hypothesis' paired differences on a set of unit records:
+    {surround_model: {hypothesis id: {"sd_surround", "sd_control", "mean_surround",
+    "mean_control", "n_surround", "n_control"}}} (what power.py reads)."""
+    import numpy as np
+
+    out = {}
+    for sm in exp["sites"]["surround_models"]:
+        out[sm] = {}
+        for h in exp["hypotheses"]:
+            e = {}
+            for g in GROUPS:
+                a, b = _pair(df, sm, g, h["model"], h["baseline"], h["metric"])
+                d = (a - b)[~np.isnan(a - b)]
+                e[f"n_{g}"] = int(len(d))
+                e[f"mean_{g}"] = float(d.mean()) if len(d) else None
+                e[f"sd_{g}"] = float(d.std(ddof=1)) if len(d) > 1 else None
+            out[sm][h["id"]] = e
+    return out
 
 
 # --------------------------------------------------------------------------- report
@@ -439,47 +544,49 @@ def _digits(metric):
     return "+.1f" if metric in SCALE else "+.3f"
 
 
-def markdown(exp, split, tests, desc, explore):
+def markdown(exp, tests, desc, explore, mixed):
     from tfsacnn.evaluation import compare
 
     s = exp["sites"]
     st = exp["statistics"]
-    lines = [
-        f"Pre-registered: {exp['preregistered'] or '(not stated)'}.",
+    lines = [f"Pre-registered: {exp['preregistered'] or '(not stated)'}.", ""]
+    if mixed:
+        lines += [f"**Mixed code (--allow-mixed-code):** {mixed}", ""]
+    lines += [
+        (f"Units: {', '.join(exp['unit_order'])}; each {s['neurons']} neurons (surround "
+         f"fraction {s['surround_fraction']}), {s['train']} train / {s['val']} val / "
+         f"{s['test']} test images, {s['repeats']} repeats. Models: {', '.join(exp['models'])}; "
+         f"training: {', '.join(f'{k}={v}' for k, v in exp['train'].items()) or 'defaults'}; "
+         f"best epoch per neuron on val. Reported split: **test** (sealed until this step)."),
         "",
-        (f"Sites: {', '.join(s['surround_models'])} surround x seeds {s['seeds']}; each "
-         f"{s['neurons']} neurons (surround fraction {s['surround_fraction']}), {s['train']} train / "
-         f"{s['val']} val / {s['test']} test images, {s['repeats']} repeats. Models: "
-         f"{', '.join(exp['models'])}; training: "
-         f"{', '.join(f'{k}={v}' for k, v in exp['train'].items()) or 'config defaults'}; "
-         f"best epoch per neuron on val. Reported split: **{split}**."),
+        "### Confirmatory hypotheses",
         "",
-        "### Pre-registered hypotheses",
+        (f"did: the surround neurons' paired difference (model - baseline) against the "
+         f"controls', one-sided Wilcoxon rank-sum, estimate = two-sample Hodges-Lehmann shift. "
+         f"surround: paired over the surround neurons, one-sided Wilcoxon signed-rank "
+         f"(zero_method=\"{st['wilcoxon_zero_method']}\"), estimate = Hodges-Lehmann. "
+         f"Bootstrap 95 % intervals ({st['bootstrap_resamples']} resamples of neurons), Holm "
+         f"over all {len(tests)} tests. Holds: Holm p < {st['alpha']} and the estimate in the "
+         f"registered direction. n missing: neurons with no value (never dropped silently)."),
         "",
-        (f"Model > baseline, paired over the group's neurons pooled over the site seeds. "
-         f"Mean difference with a bootstrap 95% interval ({st['bootstrap_resamples']} "
-         f"resamples of neurons), neurons improved / paired, two-sided Wilcoxon signed-rank p "
-         f"(zero differences kept: zero_method=\"{st['wilcoxon_zero_method']}\"), and the "
-         f"Holm-adjusted p over all {len(tests)} tests. Holds: difference > 0 and Holm p < "
-         f"{st['alpha']}. PT in %."),
-        "",
-        "| id | surround model | hypothesis | Δ [95% CI] | improved | p | Holm p | holds |",
-        "|---|---|---|---|---|---|---|---|"]
+        "| id | surround model | hypothesis | estimate [95% CI] | mean Δ | n | n missing | p | Holm p | holds |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for t in tests:
         d = _digits(t["metric"])
+        n = f"{t['n_x']}+{t['n_y']}" if "n_x" in t else str(t["n_paired"])
         lines.append(
-            f"| {t['id']} | {t['surround_model']} | {t['model']} > {t['baseline']}, "
-            f"{t['metric']}, {t['group']} neurons | {_f(t['diff'], d)} [{_f(t['ci_low'], d)}, "
-            f"{_f(t['ci_high'], d)}] | {t['n_improved']}/{t['n_paired']} | "
-            f"{compare.format_p(t['p'])} | {compare.format_p(t['p_holm'] if t['p_holm'] is not None else math.nan)} | "
+            f"| {t['id']} | {t['surround_model']} | {t['model']} {'>' if t['direction'] == 'greater' else '<'} "
+            f"{t['baseline']}, {t['metric']}, {t['contrast']} | {_f(t['estimate'], d)} "
+            f"[{_f(t['ci_low'], d)}, {_f(t['ci_high'], d)}] | {_f(t['mean_diff'], d)} | {n} | "
+            f"{t['n_missing']} | {compare.format_p(t['p'])} | "
+            f"{compare.format_p(t['p_holm'] if t['p_holm'] is not None else math.nan)} | "
             f"{'yes' if t['holds'] else 'no'} |")
     lines += ["", "### Exploratory (not pre-registered; no correction)", "",
-              ("Means ± s.e.m. over neurons pooled across seeds. causal_corr / causal_slope: "
-               "the model's predicted change from swapping the surround against the noise-free "
-               "truth's (surround neurons; NaN for controls, whose true change is 0). "
-               "false_surround: r.m.s. predicted change / response s.d. (for controls, a false "
-               "surround). NC: noise ceiling."), "",
-              "| surround model | group | model | n | CORR | PT_S % | PT_J % | causal corr | causal slope | false surround | NC |",
+              ("Means ± s.e.m. over neurons pooled across units. causal_fve / causal_corr: the "
+               "triple test R(a|b) - R(a|c) against the truth's (surround neurons; undefined "
+               "for controls). false_surround: r.m.s. predicted change / response s.d. NC: "
+               "noise ceiling."), "",
+              "| surround model | group | model | n | CORR | PT_S % | PT_J % | causal FVE | causal corr | false surround | NC |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in desc:
         cells = [r["surround_model"], r["group"], r["model"], str(r["n"])]
@@ -487,7 +594,7 @@ def markdown(exp, split, tests, desc, explore):
             d = ".1f" if m in SCALE else ".3f"
             cells.append(f"{_f(r[m], d)} ± {_f(r[f'{m}_sem'], d)}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Paired differences on every metric (uncorrected):", "",
+    lines += ["", "Paired differences on every metric (two-sided, uncorrected):", "",
               "| surround model | group | model vs baseline | metric | Δ [95% CI] | improved | p |",
               "|---|---|---|---|---|---|---|"]
     for t in explore:
@@ -511,84 +618,184 @@ def _clean(obj):
     return obj
 
 
+# --------------------------------------------------------------------------- units
+def unit_record_path(results, name):
+    return pathlib.Path(results) / f"{name}.json"
+
+
+def read_records(exp, results):
+    """{unit: record} of the finished units in RESULTSDIR (ConfigError on a bad file)."""
+    out = {}
+    for name, _, _ in units(exp):
+        path = unit_record_path(results, name)
+        if path.is_file():
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"{path}: not a unit record ({e})") from None
+            if not isinstance(rec, dict) or rec.get("unit") != name or "rows" not in rec:
+                raise ConfigError(f"{path}: not a unit record of {name}")
+            out[name] = rec
+    return out
+
+
+def run_unit(exp, out, results, name, sm, seed, log):
+    """Synthesize, train every model (val only), score val, write RESULTSDIR/<unit>.json."""
+    t0 = time.perf_counter()
+    site = out / "sites" / name
+    seconds = {"site": round(make_site(exp, site, sm, seed, log), 1)}
+    runs = {}
+    for m in exp["models"]:
+        runs[m] = out / "runs" / name / m
+        seconds[m] = round(train_model(exp, m, site, runs[m], log), 1)
+    t = time.perf_counter()
+    rows = score_unit(exp, site, sm, seed, runs, "val")
+    seconds["score_val"] = round(time.perf_counter() - t, 1)
+    seconds["total"] = round(time.perf_counter() - t0, 1)
+    rec = _clean({"unit": name, "surround_model": sm, "seed": seed, "split": "val",
+                  "commit": code_commit(), "config_sha256": config_sha256(exp),
+                  "preregistered": exp["preregistered"], "seconds": seconds, "rows": rows})
+    path = unit_record_path(results, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(rec, indent=1))
+    log(f"unit {name}: done in {seconds['total']} s -> {path}")
+    return seconds["total"]
+
+
+def run_units(exp, out, results, time_limit, rate, log):
+    """Run the unfinished units in unit_order until the next would not fit in time_limit.
+    -> {"done": [...], "skipped": [...], "left": [...]}."""
+    t_start = time.perf_counter()
+    have = read_records(exp, results)
+    done, left, last = [], [], None
+    for name, sm, seed in units(exp):
+        if name in have:
+            continue
+        if left:
+            left.append(name)
+            continue
+        estimate = last if last is not None else unit_neuron_images(exp) / rate + UNIT_OVERHEAD_S
+        elapsed = time.perf_counter() - t_start
+        if time_limit is not None and elapsed + estimate > time_limit:
+            log(f"unit {name}: not started ({elapsed:.0f} s used, ~{estimate:.0f} s needed, "
+                f"limit {time_limit:.0f} s)")
+            left.append(name)
+            continue
+        last = run_unit(exp, out, results, name, sm, seed, log)
+        done.append(name)
+    return {"done": done, "skipped": sorted(have), "left": left}
+
+
+def final(exp, out, results, allow_mixed, log):
+    """The sealed step: test scores of every unit at once, the confirmatory tests, the report."""
+    import pandas as pd
+
+    final_dir = pathlib.Path(results) / "final"
+    if (final_dir / "summary.json").is_file():
+        raise TfsacnnError(f"{final_dir / 'summary.json'}: the final analysis has run (the test "
+                           f"split is read once); refusing to run it again")
+    recs = read_records(exp, results)
+    missing = [n for n, _, _ in units(exp) if n not in recs]
+    if missing:
+        raise TfsacnnError(f"{results}: {len(missing)} unit(s) unfinished ({', '.join(missing)}); "
+                           f"the sealed test split is read only when every unit is done")
+    want = (code_commit(), config_sha256(exp))
+    other = sorted({f"{n}: commit {r.get('commit')}, config {str(r.get('config_sha256'))[:12]}"
+                    for n, r in recs.items() if (r.get("commit"), r.get("config_sha256")) != want})
+    mixed = ""
+    if other:
+        msg = (f"{len(other)} unit(s) trained under another commit/config than this one "
+               f"(commit {want[0]}, config {want[1][:12]}): {'; '.join(other)}")
+        if not allow_mixed:
+            raise TfsacnnError(f"{results}: {msg}; use --allow-mixed-code to analyse them anyway")
+        mixed = msg
+    rows = []
+    for name, sm, seed in units(exp):
+        runs = {m: out / "runs" / name / m for m in exp["models"]}
+        site = out / "sites" / name
+        lost = [str(r) for r in [site / "ground_truth.npz"] + [r / "metrics.json" for r in runs.values()]
+                if not r.is_file()]
+        if lost:
+            raise TfsacnnError(f"{out}: unit {name} has no trained weights or site here "
+                               f"({lost[0]}); --final needs the WORKDIR the units trained in")
+    for name, sm, seed in units(exp):
+        log(f"unit {name}: scoring the test split")
+        runs = {m: out / "runs" / name / m for m in exp["models"]}
+        rows += score_unit(exp, out / "sites" / name, sm, seed, runs, "test")
+    df = pd.DataFrame(rows)
+    tests = statistics(exp, df)
+    desc = descriptive(exp, df)
+    explore = exploratory_pairs(exp, df)
+    md = markdown(exp, tests, desc, explore, mixed)
+    summary = _clean({"experiment": exp, "split": "test", "commit": want[0],
+                      "config_sha256": want[1], "mixed_code": mixed or None,
+                      "hypotheses": tests, "exploratory": {"descriptive": desc, "paired": explore}})
+    final_dir.mkdir(parents=True, exist_ok=True)
+    write_text(final_dir / "neurons.csv", df.to_csv(index=False))
+    write_text(final_dir / "table.md", md)
+    write_text(final_dir / "summary.json", json.dumps(summary, indent=1))
+    print(md, end="")
+    log(f"wrote {final_dir}/table.md, neurons.csv and summary.json")
+    return summary
+
+
 # --------------------------------------------------------------------------- CLI
 def build_parser():
     p = OneLineParser(prog="python -m studies.sa_vs_cnn.experiment", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", help="experiment YAML, e.g. studies/sa_vs_cnn/sa_vs_cnn.yaml")
-    p.add_argument("--out", help="output directory (overrides `out`)")
+    p.add_argument("experiment", help="experiment YAML, e.g. studies/sa_vs_cnn/sa_vs_cnn_gpu.yaml")
+    p.add_argument("--out", help="work directory: sites and trained runs (overrides `out`)")
+    p.add_argument("--results", help="directory of the per-unit result files (committed); "
+                                      "required unless --plan")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key, value parsed as YAML, e.g. sites.neurons=3 (repeatable)")
+                   help="override a key, value parsed as YAML, e.g. sites.neurons=3 (repeatable; "
+                        "changes the config hash)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an output directory that holds a different experiment")
+                   help="replace a work directory that holds a different experiment")
+    p.add_argument("--time-limit-s", type=float, default=None,
+                   help="do not start a unit that would end after this many seconds of this call")
     p.add_argument("--plan", action="store_true",
                    help="print the study's size (neuron-images, hours at --rate) and run nothing")
     p.add_argument("--rate", type=float, default=CPU_RATE,
-                   help=f"training neuron-images/s for --plan (default {CPU_RATE}: 2 CPU cores)")
+                   help=f"training neuron-images/s for --plan and the first unit's time estimate "
+                        f"(default {CPU_RATE}: 2 CPU cores)")
+    p.add_argument("--final", action="store_true",
+                   help="the sealed step: score test for every unit, run the confirmatory tests")
+    p.add_argument("--allow-mixed-code", action="store_true",
+                   help="with --final: accept units trained under another commit/config "
+                        "(said in the report)")
     return p
 
 
 def run(args):
-    import pandas as pd
-
     t_all = time.perf_counter()
 
     def log(msg):
         print(f"[experiment {time.perf_counter() - t_all:7.1f}s] {msg}", flush=True)
 
+    if args.time_limit_s is not None and not args.time_limit_s > 0:
+        raise ConfigError(f"--time-limit-s: must be > 0, got {args.time_limit_s}")
+    if not args.rate > 0:
+        raise ConfigError(f"--rate: must be > 0, got {args.rate}")
+    if args.allow_mixed_code and not args.final:
+        raise ConfigError("--allow-mixed-code: only with --final")
     exp = load(args.experiment, args.set, args.out)
     if args.plan:
         print(json.dumps(plan(exp, args.rate), indent=1))
         return None
+    if not args.results:
+        raise ConfigError("--results: required (the directory of the per-unit result files)")
+    results = pathlib.Path(args.results)
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"--results: {results} is a file, not a directory")
+    if args.final:
+        out = pathlib.Path(exp["out"])
+        return final(exp, out, results, args.allow_mixed_code, log)
     out = prepare_out(exp, args.overwrite, log)
-    split = exp["report"]["split"]
-    timings = out / "timings.json"
-    seconds = json.loads(timings.read_text()) if timings.is_file() else {}
-
-    def record(step, t):
-        if t > 0:
-            seconds[step] = round(t, 1)
-            write_text(timings, json.dumps(seconds, indent=1))
-
-    rows = []
-    for name, sm, seed in site_names(exp):
-        site = out / "sites" / name
-        t_site = make_site(exp, site, sm, seed, log)
-        record(f"site {name}", t_site)
-        runs, trained = {}, t_site > 0
-        for m in exp["models"]:
-            runs[m] = out / "runs" / name / m
-            t = train_model(exp, m, site, runs[m], log)
-            record(f"{name}/{m}", t)
-            trained |= t > 0
-        scores = out / "scores" / f"{name}.json"
-        if scores.is_file() and not trained:       # the same site and runs: the same scores
-            rows += json.loads(scores.read_text())
-            continue
-        t = time.perf_counter()
-        site_rows = score_site(exp, site, sm, seed, runs, split)
-        scores.parent.mkdir(exist_ok=True)
-        write_text(scores, json.dumps(site_rows, indent=1))
-        rows += site_rows
-        record(f"score {name}", time.perf_counter() - t)
-    df = pd.DataFrame(rows)
-    tests = statistics(exp, df)
-    desc = descriptive(exp, df)
-    explore = exploratory_pairs(exp, df)
-    md = markdown(exp, split, tests, desc, explore)
-    seconds["this_call"] = round(time.perf_counter() - t_all, 1)
-    command = "python -m studies.sa_vs_cnn.experiment " + " ".join(
-        [args.experiment] + (["--out", args.out] if args.out else [])
-        + [x for s in args.set for x in ("--set", s)])
-    summary = _clean({"experiment": exp, "split": split, "command": command,
-                      "hypotheses": tests, "exploratory": {"descriptive": desc, "paired": explore},
-                      "plan": plan(exp), "seconds": seconds})
-    write_text(out / "neurons.csv", df.to_csv(index=False))
-    write_text(out / "table.md", md)
-    write_text(out / "summary.json", json.dumps(summary, indent=1))
-    print(md, end="")
-    log(f"wrote {out / 'table.md'}, {out / 'neurons.csv'} and {out / 'summary.json'}")
-    return summary
+    status = run_units(exp, out, results, args.time_limit_s, args.rate, log)
+    log(f"{len(status['done'])} unit(s) done this call, {len(status['skipped'])} already done, "
+        f"{len(status['left'])} left: {', '.join(status['left']) or 'none'}")
+    return status
 
 
 def main(argv=None):

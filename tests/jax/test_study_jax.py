@@ -8,9 +8,10 @@ def test_tiny_study_runs_without_tensorflow(tmp_path):
     from studies.sa_vs_cnn import experiment
     from tests.test_experiment import SA_VS_CNN, TINY
 
-    out = tmp_path / "study"
-    assert experiment.main([str(SA_VS_CNN), "--out", str(out),
-                            *[x for s in TINY for x in ("--set", s)]]) == 0
+    argv = [str(SA_VS_CNN), "--out", str(tmp_path / "work"), "--results", str(tmp_path / "results"),
+            *[x for s in TINY for x in ("--set", s)]]
+    assert experiment.main(argv) == 0                  # the units (val only)
+    assert experiment.main(argv + ["--final"]) == 0    # the sealed step
     assert "tensorflow" not in sys.modules
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary and (out / "table.md").read_text().count("| ff_sa_cnn vs ff_cnn |") > 0
+    summary = json.loads((tmp_path / "results" / "final" / "summary.json").read_text())
+    assert summary["split"] == "test" and len(summary["hypotheses"]) == 4

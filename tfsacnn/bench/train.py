@@ -3,9 +3,17 @@
 Times `--steps` steps on synthetic tensors after warm-up, for `--neurons` neurons of
 `--model`, and prints one JSON line: backend, neuron_images_per_s, step_ms_median,
 peak_rss_mb, gflops_per_s (against the analytic training cost, 3x the forward FLOPs of
-`forward_flops`), n_neurons. With `--baseline torch` (needs the `torch` extra) the same
-run also times the paper's construction, a PyTorch loop over one module per neuron (in
-a child process, right after tfsacnn's steps), and reports the ratio.
+`forward_flops`), n_neurons, and the projected minutes of a `--site-neurons` (300) x
+`--site-images` (34k) x `--site-epochs` (50) site at the measured rate. With `--baseline
+torch` (needs the `torch` extra) the same run also times the paper's construction, a
+PyTorch loop over one module per neuron (in a child process, right after tfsacnn's
+steps), and reports the ratio.
+
+`--device gpu|cpu|auto` places both sides: tfsacnn on `jax.devices("gpu")` (or TF's
+/GPU:0), the PyTorch loop's modules and tensors on CUDA, its steps timed up to
+`torch.cuda.synchronize()`. `tfsacnn_device` and `baseline_device` name where each side
+ran; with `--device gpu` a side that ran on a CPU (or a GPU missing) is an error, before
+any JSON line. `auto` takes the GPU where every side sees one.
 
 The step runs under Keras' backend (`KERAS_BACKEND`): under TensorFlow a `tf.function`
 with a GradientTape; under JAX one `jax.jit` function of the stateless APIs
@@ -39,8 +47,9 @@ def add_arguments(p):
                    help="untimed steps first (compilation)")
     p.add_argument("--core", choices=["independent", "shared"], default="independent",
                    help="one network per neuron, or one shared core")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
-                   help="where to run (gpu: refused when none is visible)")
+    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu",
+                   help="where both sides run (gpu: refused when a side sees none or ran on "
+                        "a CPU; auto: gpu where every side sees one)")
     p.add_argument("--conv-implementation", choices=["auto", "map", "grouped"], default="auto",
                    help="per-neuron convolutions: auto picks grouped on GPU, map on CPU")
     p.add_argument("--baseline", choices=["none", "torch"], default="none",
@@ -103,17 +112,45 @@ def _time(step, steps, warmup):
     return float(np.median(times))
 
 
-def _time_torch_in_child(args):
-    """The baseline's median step, timed in a fresh process: TF's and PyTorch's thread
-    pools in one process slow each other down by up to 20x on 2 cores."""
+def torch_pool():
+    """A one-process pool for the baseline: TF's and PyTorch's thread pools in one process
+    slow each other down by up to 20x on 2 cores."""
     import multiprocessing
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_torch_time, (args,))
+    return multiprocessing.get_context("spawn").Pool(1)
+
+
+def torch_has_gpu():
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _torch_time(args):
-    return _time(torch_step(args), args.steps, args.warmup)
+    """(median seconds per step, the device its modules ran on) of the baseline."""
+    step = torch_step(args)
+    return _time(step, args.steps, args.warmup), step.device
+
+
+def keras_has_gpu():
+    """True if the Keras backend (JAX or TensorFlow) sees a GPU."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        try:
+            return bool(jax.devices("gpu"))
+        except RuntimeError:
+            return False
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _describe_jax(device):
+    """'gpu:0 (NVIDIA H100 80GB HBM3)' / 'cpu:0 (cpu)'."""
+    return f"{device.platform}:{device.id} ({device.device_kind})"
 
 
 def _synthetic(args):
@@ -146,6 +183,7 @@ def jax_step(args):
     import keras
 
     device = jax.devices("gpu" if args.device == "gpu" else "cpu")[0]
+    ran_on = set()
     x, y = (jax.device_put(a, device) for a in _synthetic(args))
     with jax.default_device(device):
         model = _build(args)
@@ -169,8 +207,10 @@ def jax_step(args):
     def run():
         nonlocal state
         state, loss = step(state)
+        ran_on.update(_describe_jax(d) for d in loss.devices())
         return float(loss)  # waits for the step
 
+    run.device = lambda: ", ".join(sorted(ran_on)) or _describe_jax(device)
     return run
 
 
@@ -198,7 +238,9 @@ def tf_step(args):
             opt.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 
-        return lambda: step().numpy()
+        run = lambda: step().numpy()  # noqa: E731
+        run.device = lambda: model.trainable_variables[0].value.device
+        return run
 
 
 def torch_step(args):
@@ -240,10 +282,13 @@ def torch_step(args):
                    nn.Linear(c * size * size, 1)]
         return nn.Sequential(*layers)
 
-    nets = nn.ModuleList([one() for _ in range(args.neurons)])
+    if args.device == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("--device gpu: no GPU visible to PyTorch (the --baseline torch side)")
+    device = torch.device("cuda" if args.device == "gpu" else "cpu")
+    nets = nn.ModuleList([one() for _ in range(args.neurons)]).to(device)
     opt = torch.optim.Adam(nets.parameters(), 1e-3)
-    x = torch.randn(args.batch_size, 1, 50, 50)
-    y = torch.randn(args.batch_size, args.neurons)
+    x = torch.randn(args.batch_size, 1, 50, 50, device=device)
+    y = torch.randn(args.batch_size, args.neurons, device=device)
 
     def step():
         opt.zero_grad()
@@ -251,53 +296,86 @@ def torch_step(args):
         loss = nn.functional.mse_loss(pred, y)
         loss.backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the step's kernels are queued, not done, until here
 
+    where = next(nets.parameters()).device
+    step.device = f"{where.type}:{where.index or 0} (" + (
+        torch.cuda.get_device_name(where) if where.type == "cuda" else "cpu") + ")"
     return step
 
 
-def check_args(args):
-    """Refuse an unknown --model and --device gpu without a GPU (ConfigError, one line)."""
+def check_args(args, pool=None):
+    """Refuse an unknown --model and --device gpu without a GPU (ConfigError, one line);
+    resolve --device auto to gpu or cpu (in place). `pool` (torch_pool()) asks the
+    baseline's process whether PyTorch sees a GPU."""
+    import keras
+
     from .. import models
 
     if args.model not in models.names():
         raise ConfigError(f"--model: unknown model {args.model!r}; known: "
                           f"{', '.join(models.names())}")
-    if args.device == "gpu":
-        import keras
-
-        if keras.backend.backend() == "jax":
-            import jax
-
-            try:
-                jax.devices("gpu")
-            except RuntimeError:
-                raise ConfigError("--device gpu: no GPU visible to JAX") from None
-        else:
-            import tensorflow as tf
-
-            if not tf.config.list_physical_devices("GPU"):
-                raise ConfigError("--device gpu: no GPU visible to TensorFlow")
     if args.baseline == "torch":
         import importlib.util
 
         if importlib.util.find_spec("torch") is None:
             raise ConfigError("--baseline torch: needs PyTorch (pip install 'tfsacnn[torch]')")
+    if args.device == "cpu":
+        return
+    backend = {"jax": "JAX"}.get(keras.backend.backend(), "TensorFlow")
+    sides = [(backend, keras_has_gpu())]
+    if args.baseline == "torch" and pool is not None:
+        sides.append(("PyTorch (the --baseline torch side)", pool.apply(torch_has_gpu)))
+    missing = [name for name, has in sides if not has]
+    if args.device == "auto":
+        args.device = "cpu" if missing else "gpu"
+    elif missing:
+        raise ConfigError(f"--device gpu: no GPU visible to {' or '.join(missing)}")
+
+
+def check_ran_on(args, *where):
+    """With --device gpu, refuse (ConfigError) when a side's device names a CPU."""
+    if args.device != "gpu":
+        return
+    on_cpu = [f"{side} ran on {device}" for side, device in where if "cpu" in device.lower()]
+    if on_cpu:
+        raise ConfigError(f"--device gpu: {'; '.join(on_cpu)}")
+
+
+def resolved_conv_implementation(args):
+    """The per-neuron conv that runs: the flag, or what "auto" resolves to."""
+    from ..nn.layers import auto_conv_implementation
+
+    if args.conv_implementation != "auto":
+        return args.conv_implementation
+    return auto_conv_implementation()
+
+
+def time_steps(args):
+    """(median seconds per step, the device it ran on) of tfsacnn's step."""
+    step = keras_step(args)
+    return _time(step, args.steps, args.warmup), str(step.device())
 
 
 def main(args):
+    import contextlib
+
     import keras
 
-    check_args(args)
-    flops = forward_flops(args.model) * TRAIN_FACTOR
-    step_s = _time(keras_step(args), args.steps, args.warmup)
-    base = [_time_torch_in_child(args)] if args.baseline == "torch" else []
+    with (torch_pool() if args.baseline == "torch" else contextlib.nullcontext()) as pool:
+        check_args(args, pool)
+        flops = forward_flops(args.model) * TRAIN_FACTOR
+        step_s, ran_on = time_steps(args)
+        base = [pool.apply(_torch_time, (args,))] if pool is not None else []
+    check_ran_on(args, ("tfsacnn", ran_on), *[("the baseline", b[1]) for b in base])
     rate = args.neurons * args.batch_size / step_s
     out = {
         "model": args.model, "core": args.core, "backend": keras.backend.backend(),
-        "device": args.device,
+        "device": args.device, "tfsacnn_device": ran_on,
         "precision": args.precision,
         "n_neurons": args.neurons, "batch_size": args.batch_size, "steps": args.steps,
-        "conv_implementation": args.conv_implementation,
+        "conv_implementation": resolved_conv_implementation(args),
         "neuron_images_per_s": round(rate, 1), "step_ms_median": round(step_s * 1e3, 2),
         "train_mflop_per_neuron_image": round(flops / 1e6, 2),
         "gflops_per_s": round(rate * flops / 1e9, 2),
@@ -313,9 +391,12 @@ def main(args):
     if args.core == "shared":
         out["note"] = "gflops_per_s counts a per-neuron network per neuron (as independent)"
     if base:
-        t = base[0]
+        t, device = base[0]
         out["baseline"] = "pytorch per-neuron module loop (paper's construction)"
-        out["baseline_neuron_images_per_s"] = round(args.neurons * args.batch_size / t, 1)
+        out["baseline_device"] = device
+        base_rate = args.neurons * args.batch_size / t
+        out["baseline_neuron_images_per_s"] = round(base_rate, 1)
+        out["baseline_projected_site_minutes"] = round(site / base_rate / 60, 1)
         out["speedup_vs_baseline"] = round(t / step_s, 2)
     print(json.dumps(out))
     return out

@@ -411,6 +411,110 @@ def causal_summary(result):
             "control": {"n": int((~has).sum()), "false_surround": mean(result["change_rms"][~has])}}
 
 
+CENTRE_FRACTION = 0.2   # centres of the triple test: each neuron's top 20 % driving images
+
+
+def swap_triples(drivers, n_images, n_triples, seed=0):
+    """(n_triples, 3) int64 (centre a, surround b, surround c) index triples, a drawn
+    from `drivers` (the neuron's driving images), b and c two different images, both
+    different from a; fixed seed (the same for every model)."""
+    drivers = np.asarray(drivers, np.int64)
+    if n_images < 3 or len(drivers) == 0:
+        raise AnalyzeError(f"the causal triple test needs >= 3 images and >= 1 driving "
+                           f"image, got {n_images} and {len(drivers)}")
+    rng = np.random.default_rng(seed)
+    a = drivers[rng.integers(0, len(drivers), n_triples)]
+    s1 = rng.integers(1, n_images, n_triples)                # b = a + s1, s1 in [1, N-1]
+    s2 = rng.integers(1, n_images - 1, n_triples)            # s2 in [1, N-1] without s1
+    s2 = s2 + (s2 >= s1)
+    b, c = (a + s1) % n_images, (a + s2) % n_images
+    return np.stack([a, b, c], axis=1).astype(np.int64)
+
+
+def driving_images(clean, fraction=CENTRE_FRACTION):
+    """Per neuron, the indices of its top `fraction` images by noise-free response:
+    clean (N, n) -> list of n int64 arrays (at least 1 image each)."""
+    clean = np.asarray(clean, np.float64)
+    k = max(1, int(round(fraction * len(clean))))
+    order = np.argsort(-clean, axis=0, kind="stable")
+    return [order[:k, j].astype(np.int64) for j in range(clean.shape[1])]
+
+
+def triple_changes(predict, images, weights, triples, columns=None):
+    """R(a|b) - R(a|c) per neuron: (n_triples, n) float64, with R(a|b) the response to the
+    composite of a's CRF and b's surround. Both terms carry a foreign surround on the same
+    centre, so the change does not mix in "remove a's own surround".
+
+    predict: images (B, S, S, 1) -> (B, n_out); images (N, S, S, 1); weights (n, S, S)
+    from `crf_weights`; triples: list of n (p, 3) arrays from `swap_triples`; columns:
+    each neuron's output column (default 0..n-1). One predict call.
+    """
+    columns = np.arange(len(weights)) if columns is None else np.asarray(columns)
+    batches = []
+    for w, t in zip(weights, triples):
+        batches += [crf_composite(images[t[:, 0]], images[t[:, 1]], w),
+                    crf_composite(images[t[:, 0]], images[t[:, 2]], w)]
+    pred = np.asarray(predict(np.concatenate(batches)), np.float64)
+    out, s = [], 0
+    for col, t in zip(columns, triples):
+        p = len(t)
+        out.append(pred[s:s + p, col] - pred[s + p:s + 2 * p, col])
+        s += 2 * p
+    return np.stack(out, axis=1)
+
+
+def causal_scores(model_change, true_change, scale):
+    """Per-neuron scores of a model's triple changes against the truth's.
+
+    model_change, true_change: (p, n); scale: (n,) the model's response s.d. -> dict of
+    (n,) float64: `corr` (Pearson r; 0 where either change is constant, never NaN),
+    `fve` (fraction of the true change's variance explained, 1 - sum((m' - t')^2) /
+    sum(t'^2) with m', t' the changes minus their means over triples (the mean of
+    R(a|b) - R(a|c) is 0 by symmetry): 1 for the truth, 0 for a constant change, < 0 for a
+    wrong one, 0.75 for the right change at half its size; NaN only where the true change
+    is constant, e.g. controls),
+    `change_rms` (r.m.s. model change / scale: a control's false surround).
+    """
+    m = np.asarray(model_change, np.float64)
+    t = np.asarray(true_change, np.float64)
+    mc, tc = m - m.mean(0), t - t.mean(0)
+    vm, vt = (mc * mc).sum(0), (tc * tc).sum(0)
+    tiny = 1e-12 * np.maximum(1.0, np.abs(t).max(0)) ** 2 * len(t)
+    tiny_m = 1e-12 * np.maximum(1.0, np.abs(m).max(0)) ** 2 * len(m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where((vm > tiny_m) & (vt > tiny), (mc * tc).sum(0) / np.sqrt(vm * vt), 0.0)
+        fve = np.where(vt > tiny, 1.0 - ((mc - tc) ** 2).sum(0) / vt, np.nan)
+        rms = np.sqrt((m * m).mean(0)) / np.asarray(scale, np.float64)
+    return {"corr": corr, "fve": fve, "change_rms": rms}
+
+
+def causal_triples(predict, images, params, n_triples=SURROUND_PAIRS, seed=0, columns=None,
+                   seam=SEAM_PX, fraction=CENTRE_FRACTION):
+    """The unconfounded causal surround test of a model on a simulated site's images.
+
+    Per neuron: centres from its driving images (`driving_images` of the noise-free
+    truth), two foreign surrounds each (`swap_triples`, seed + neuron), the change
+    R(a|b) - R(a|c) of the model and of the truth, scored by `causal_scores`.
+    predict, images, params, columns as `causal_surround`.
+    -> {"triples" (list of (p, 3)), "model_change", "true_change" ((p, n) each),
+    "has_surround" (n,), and `causal_scores`' corr, fve, change_rms}.
+    """
+    from data_prep import v1_model
+
+    size = images.shape[1]
+    weights = crf_weights(size, params["x0"], params["y0"], params["crf_radius"], seam)
+    clean = v1_model.responses(images[..., 0], params)
+    triples = [swap_triples(d, len(images), n_triples, seed + j)
+               for j, d in enumerate(driving_images(clean, fraction))]
+    truth = triple_changes(lambda x: v1_model.responses(x[..., 0], params), images, weights, triples)
+    model = triple_changes(predict, images, weights, triples, columns)
+    cols = np.arange(len(weights)) if columns is None else np.asarray(columns)
+    scale = np.asarray(predict(images), np.float64)[:, cols].std(0)
+    return {"triples": triples, "model_change": model, "true_change": truth,
+            "has_surround": np.asarray(params["has_surround"], bool),
+            **causal_scores(model, truth, scale)}
+
+
 def model_predictor(model, batch_size=None):
     """images (B, S, S, 1) -> (B, n) numpy predictions of a loaded model (inference mode):
     `forward` under TensorFlow, `model.predict` under another Keras backend (JAX)."""

@@ -15,8 +15,12 @@ TensorFlow-only fast paths (fused BatchNorm, a `tf.map_fn` per-neuron conv, nati
 convs) are small named methods `_tf_*`, used only under the TensorFlow backend, which
 import TensorFlow there; nothing here imports it otherwise.
 """
+import os
+
 import keras
 from keras import ops
+
+from ..errors import ConfigError
 
 # The paper's BatchNorm is PyTorch's: eps 1e-5, running-average momentum 0.1.
 BN_EPSILON = 1e-5
@@ -43,6 +47,20 @@ def device_has_gpu():
 
         return torch.cuda.is_available()
     return False
+
+
+CONV_IMPLEMENTATION_ENV = "TFSACNN_CONV_IMPLEMENTATION"
+
+
+def auto_conv_implementation():
+    """What NeuronConv2D's `"auto"` runs: $TFSACNN_CONV_IMPLEMENTATION if set, else
+    `"grouped"` on a GPU and `"map"` on a CPU."""
+    chosen = os.environ.get(CONV_IMPLEMENTATION_ENV, "")
+    if chosen:
+        if chosen not in ("grouped", "map"):
+            raise ConfigError(f"{CONV_IMPLEMENTATION_ENV}={chosen}: expected grouped or map")
+        return chosen
+    return "grouped" if device_has_gpu() else "map"
 
 
 def _split_neurons(x, n):
@@ -152,7 +170,9 @@ class NeuronConv2D(keras.layers.Layer):
       over neurons unrolled when the function is traced (`_split_conv`; under JAX on CPU
       this trains ~5x faster than `jax.lax.map` and ~10x faster than grouped).
       Fastest on CPU.
-    - `"auto"` (default): `"grouped"` when the backend computes on a GPU, else `"map"`.
+    - `"auto"` (default): the environment variable `TFSACNN_CONV_IMPLEMENTATION` (`grouped`
+      or `map`, e.g. the choice of the timed trial `tfsacnn bench conv`) when set, else
+      `"grouped"` when the backend computes on a GPU, else `"map"`.
     A 1x1 kernel is always one batched matmul (einsum), and a shared input is one plain conv.
     """
 
@@ -185,7 +205,7 @@ class NeuronConv2D(keras.layers.Layer):
     def _impl(self):
         if self.implementation != "auto":
             return self.implementation
-        return "grouped" if device_has_gpu() else "map"
+        return auto_conv_implementation()
 
     def call(self, x):
         n, k = self.n_neurons, self.kernel_size
