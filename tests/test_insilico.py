@@ -231,3 +231,51 @@ def test_bad_input_is_one_line(runs, site, tmp_path, capsys):
         assert err.startswith("error: ") and len(err.splitlines()) == 1 and words in err, err
     with pytest.raises(forward.InsilicoError, match="unknown key"):
         ex.merge_settings({"size": {"diameter": 3}})
+
+
+def _fake_result(path, truth_pn, model_pn, neurons):
+    path.mkdir(parents=True)
+    res = {"data": "/site", "neurons": neurons, "model_name": path.name,
+           "model": {e: {"per_neuron": v} for e, v in model_pn.items()},
+           "truth": {"has_surround": [True] * len(neurons),
+                     **{e: {"per_neuron": v} for e, v in truth_pn.items()}}}
+    (path / "insilico.json").write_text(json.dumps(res))
+    return path
+
+
+def test_compare_pairs_neurons_and_finds_the_run_closer_to_the_truth(tmp_path, capsys):
+    from tfsacnn.insilico import compare
+
+    rng = np.random.default_rng(0)
+    n = 30
+    t = {"grating": {"pref_orientation_deg": rng.uniform(0, 180, n).tolist(),
+                     "centre_x": rng.normal(25, 2, n).tolist(),
+                     "centre_y": rng.normal(25, 2, n).tolist(),
+                     "pref_sf": rng.uniform(0.1, 0.3, n).tolist()},
+         "size": {"ssi": rng.uniform(0, 0.8, n).tolist()},
+         "contrast_surround": {"cmi": rng.uniform(-0.2, 0.5, n).tolist()}}
+
+    def noisy(sd):
+        return {e: {q: (np.asarray(v) + rng.normal(0, sd * np.std(v), n)).tolist()
+                    for q, v in d.items()} for e, d in t.items()}
+
+    good = _fake_result(tmp_path / "good", t, noisy(0.05), list(range(n)))
+    # the bad run lists its neurons in another order and one extra: pairing is by index
+    order = list(range(n))[::-1]
+    bad_model = {e: {q: list(np.asarray(v)[order]) + [0.0] for q, v in d.items()}
+                 for e, d in noisy(0.8).items()}
+    bad_truth = {e: {q: list(np.asarray(v)[order]) + [0.0] for q, v in d.items()}
+                 for e, d in t.items()}
+    bad = _fake_result(tmp_path / "bad", bad_truth, bad_model, order + [99])
+    out = tmp_path / "cmp"
+    assert compare.main([str(bad), str(good), "--baseline", str(bad), "--out", str(out),
+                         "--draws", "300"]) == 0
+    res = json.loads((out / "compare.json").read_text())
+    assert res["neurons"] == list(range(n))
+    v = res["versus_baseline"][str(good)]
+    for k in ("orientation_error_deg", "rf_centre_error_px", "ssi_error", "cmi_error"):
+        assert v[k]["ci95"][1] < 0 and v[k]["fraction_closer"] > 0.7, (k, v[k])
+    assert v["corr_ssi"]["difference"] > 0 and v["corr_ssi"]["ci95"][0] > 0
+    assert "orientation_error_deg" in capsys.readouterr().out
+    assert compare.main([str(good), str(tmp_path / "nothing")]) == 2
+    assert "no insilico.json" in capsys.readouterr().err

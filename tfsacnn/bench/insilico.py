@@ -75,6 +75,13 @@ def grating_battery(twin, system=None):
 def main(args) -> dict:
     import keras
 
+    from tfsacnn import models
+    from tfsacnn.errors import ConfigError
+
+    if args.model not in models.names():
+        raise ConfigError(f"--model: unknown model {args.model!r}; known: "
+                          f"{', '.join(models.names())}")
+
     twin = bench_twin(args.model, args.neurons, args.seed, args.batch_size)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (8, twin.n, 50, 50)).astype(np.float32)

@@ -26,14 +26,14 @@ from .forward import InsilicoError, load_twin
 from .truth import PAIRED, per_neuron_errors, recovery, run_truth
 
 
-def _clean(v):
+def json_safe(v):
     """JSON-safe: arrays to lists, NaN/inf to None, numpy scalars to Python."""
     if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
+        return {str(k): json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
+        return [json_safe(x) for x in v]
     if isinstance(v, np.ndarray):
-        return _clean(v.tolist())
+        return json_safe(v.tolist())
     if isinstance(v, (np.floating, float)):
         return None if not np.isfinite(v) else round(float(v), 6)
     if isinstance(v, np.integer):
@@ -201,7 +201,7 @@ def insilico(run_dir, data_dir=None, neurons=None, experiments=None, out=None,
             **{exp: {"per_neuron": r["per_neuron"]} for exp, r in truth.items()}},
         "recovery": summary, "seconds": seconds,
     }
-    result = _clean(result)
+    result = json_safe(result)
     out.mkdir(parents=True, exist_ok=True)
     figs = pictures(twin, model, truth, what)
     pngs = {name: figure_to_png(fig) for name, fig in figs.items()}
