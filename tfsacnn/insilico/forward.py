@@ -149,15 +149,17 @@ def _jax_compile(fn):
 
 
 def batched(fn, x, batch):
-    """`fn` over the first axis of numpy `x` in batches of `batch` (the last one padded
-    with copies of its first row, so every call has one shape) -> numpy."""
+    """`fn` over the first axis of numpy `x` in batches of `batch`; a short batch is
+    padded (copies of its first row) to `batch`, or below it to the next power of two,
+    so a compiled `fn` sees few shapes -> numpy."""
     n = len(x)
     out = []
     for s in range(0, n, batch):
         chunk = x[s:s + batch]
         k = len(chunk)
-        if k < batch and n > batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - k, axis=0)])
+        size = batch if n > batch else min(batch, 1 << (k - 1).bit_length())
+        if k < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], size - k, axis=0)])
         out.append(np.asarray(fn(chunk))[:k])
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
