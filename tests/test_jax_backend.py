@@ -85,7 +85,8 @@ def write_insilico_fixture(directory):
                   for e, r in res.items() for q, v in r["per_neuron"].items()}
         arrays.update({f"{e}/curve/{c}": np.asarray(v) for e, r in res.items()
                        for c, v in r.get("curves", {}).items()})
-        np.savez(directory / f"insilico-{core}.npz", run=str(run), **arrays)
+        np.savez(directory / f"insilico-{core}.npz", run=str(run),
+                 dataset_responses=twin.dataset_responses(), **arrays)
 
 
 def test_jax_sub_suite_passes(tmp_path):
