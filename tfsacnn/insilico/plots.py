@@ -41,7 +41,12 @@ def curves_page(x, model, truth, labels, idx, title, xlabel, logx=False, marks=N
             if t is not None and np.isfinite(t[j]):
                 ax.axvline(t[j], color="C3", lw=0.8, ls=":")
         if logx:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ticks = np.asarray(x)[::max(1, len(x) // 4)]
+            ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
         ax.axhline(0, color="0.7", lw=0.6)
         ax.set_title(labels[j], fontsize=8)
         ax.tick_params(labelsize=7)
