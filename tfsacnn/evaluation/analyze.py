@@ -136,7 +136,7 @@ def load_run(run_dir):
             "neurons": neurons, "neuron_ids": ids, "data_dir": data_dir}
 
 
-def _check_data(run, data_dir, manifest):
+def check_data(run, data_dir, manifest):
     """Refuse a dataset that does not match the run; return the run's neuron indices."""
     model = run["model"]
     model_path = run["dir"] / "model.keras"
@@ -163,7 +163,7 @@ def _check_data(run, data_dir, manifest):
     return neurons
 
 
-def _select(spec, run_neurons, n_data):
+def select_neurons(spec, run_neurons, n_data):
     """Dataset neuron indices chosen by `--neurons` (default: all of the run's)."""
     from tfsacnn.data import parse_neurons
 
@@ -459,8 +459,8 @@ def analyze(run_dir, data_dir=None, split="val", neurons=None, top=4, out=None,
         raise AnalyzeError(f"{run['dir']}: no data directory in config.yaml or metrics.json; "
                            f"pass --data DIR")
     manifest = tdata.read_manifest(data_dir)
-    run_neurons = _check_data(run, data_dir, manifest)
-    selected = _select(neurons, run_neurons, manifest["n_neurons"])
+    run_neurons = check_data(run, data_dir, manifest)
+    selected = select_neurons(neurons, run_neurons, manifest["n_neurons"])
     columns = [run_neurons.index(i) for i in selected]
     images, y = tdata.load_numpy(data_dir, split, neurons=selected)
     if len(images) == 0:
