@@ -226,6 +226,12 @@ def _pixel_scale(twin):
     return float(twin.image_shape[0]) / IMAGE_SIZE
 
 
+def twin_value_and_grad(twin):
+    """`gradients.value_and_grad` of the twin's per-neuron response, its weights as inputs."""
+    model = getattr(twin, "model", None)
+    return value_and_grad(twin.response_fn(), model.variables if model is not None else ())
+
+
 def relative_to_best(response, best_response):
     """response / best response over the dataset's images, per neuron (NaN where best <= 0)."""
     best = np.asarray(best_response, np.float64)
@@ -236,7 +242,7 @@ def relative_to_best(response, best_response):
 def compute_meis(twin, cfg=None, vg=None):
     """MEIs of all of `twin`'s neurons at once: `cfg.seeds` starts each -> `MEIResult`."""
     cfg = cfg or MEIConfig()
-    vg = vg or value_and_grad(twin.response_fn())
+    vg = vg or twin_value_and_grad(twin)
     norm = _target_norm(twin, cfg)
     grey = float(twin.mean_grey)
     noise = initial_noise(twin.neurons, cfg.seeds, twin.image_shape, cfg.seed)
@@ -268,7 +274,7 @@ def compute_surround_meis(twin, mei, centres, diameters, cfg=None, vg=None):
     pixels. Each direction runs `cfg.seeds` starts; the best start per neuron is kept.
     """
     cfg = cfg or MEIConfig()
-    vg = vg or value_and_grad(twin.response_fn())
+    vg = vg or twin_value_and_grad(twin)
     mei = np.asarray(mei, np.float32)
     n, shape, grey = mei.shape[0], mei.shape[1:], float(twin.mean_grey)
     inside = disc(shape, centres, diameters)
