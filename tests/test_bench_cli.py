@@ -28,6 +28,8 @@ def _fails(argv, capsys):
     (["data", "--batch-size", "0"], "--batch-size: must be >= 1"),
     (["data", "--size", "0"], "--size: must be >= 1"),
     (["data", "--neurons", "-3"], "--neurons: must be >= 1"),
+    (["insilico", "--neurons", "0"], "--neurons: must be >= 1"),
+    (["insilico", "--model", "ff_sacnn"], "--model: unknown model 'ff_sacnn'"),
 ])
 def test_bad_numbers_are_one_line(argv, phrase, capsys):
     assert phrase in _fails(argv, capsys)

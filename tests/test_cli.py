@@ -16,7 +16,7 @@ COMMANDS = {   # command -> module whose main(argv) runs it
     "compare": "tfsacnn.evaluation.compare", "analyze": "tfsacnn.evaluation.analyze",
     "export": "tfsacnn.export", "import_torch": "tfsacnn.cli.import_torch",
     "bench": "tfsacnn.bench", "build_tfrecords": "data_prep.build_tfrecords",
-    "synthesize": "data_prep.synthesize",
+    "synthesize": "data_prep.synthesize", "insilico": "tfsacnn.cli.insilico",
 }
 # Flags of files owned by others, still waiting for the changes sent to their owners
 # (docs/cli.md); remove an entry once its command passes.

@@ -64,11 +64,36 @@ def write_data_fixture(directory):
     np.savez(directory / "ds.npz", images=images, responses=responses, repeats=repeats)
 
 
+def write_insilico_fixture(directory):
+    """A tiny simulated site, a run of each core, and TensorFlow's in-silico results on
+    them (tests/jax/test_insilico_jax.py runs the same under JAX)."""
+    import json
+
+    from data_prep.synthesize import synthesize
+    from tests.test_insilico import FAST, make_run
+    from tfsacnn.insilico import load_twin
+    from tfsacnn.insilico.experiments import run_experiments
+
+    site = synthesize(directory / "insilico_site", neurons=2, train=8, val=16, repeats=2,
+                      seed=1, surround_fraction=0.5, progress=False)
+    (directory / "insilico_settings.json").write_text(json.dumps(FAST))
+    for core in CORES:
+        run, _ = make_run(directory / "insilico_runs", site, core, neurons=(0, 1))
+        twin = load_twin(run)
+        res = run_experiments(twin, twin, settings=FAST)
+        arrays = {f"{e}/{q}": np.asarray(v, np.float64)
+                  for e, r in res.items() for q, v in r["per_neuron"].items()}
+        arrays.update({f"{e}/curve/{c}": np.asarray(v) for e, r in res.items()
+                       for c, v in r.get("curves", {}).items()})
+        np.savez(directory / f"insilico-{core}.npz", run=str(run), **arrays)
+
+
 def test_jax_sub_suite_passes(tmp_path):
     for name in models.names():
         for core in CORES:
             write_model_fixture(tmp_path / f"{name}-{core}.npz", name, core)
     write_data_fixture(tmp_path)
+    write_insilico_fixture(tmp_path)
     env = {**os.environ, "KERAS_BACKEND": "jax", "TFSACNN_JAX_FIXTURES": str(tmp_path),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

@@ -2,6 +2,7 @@
 
     python -m tfsacnn.bench train    training-step speed (tfsacnn.bench.train)
     python -m tfsacnn.bench data     TFRecord write/read speed (tfsacnn.bench.data)
+    python -m tfsacnn.bench insilico in-silico experiment speed (tfsacnn.bench.insilico)
 
 Errors (bad flags, unknown model, no GPU for --device gpu): `error: <arg>: <problem>` on
 one line, exit code 2.
@@ -18,12 +19,13 @@ from tfsacnn.errors import OneLineParser, run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tfsacnn.bench import data as bench_data, train as bench_train
+    from tfsacnn.bench import data as bench_data, insilico as bench_insilico, train as bench_train
 
     p = OneLineParser(prog="python -m tfsacnn.bench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for name, module, what in (("train", bench_train, "training-step speed"),
-                               ("data", bench_data, "TFRecord write/read speed")):
+                               ("data", bench_data, "TFRecord write/read speed"),
+                               ("insilico", bench_insilico, "in-silico experiment speed")):
         cmd = sub.add_parser(name, help=what, description=module.__doc__)
         module.add_arguments(cmd)
         cmd.add_argument("--quiet", action="store_true",

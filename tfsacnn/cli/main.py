@@ -12,6 +12,7 @@ COMMANDS = {
     "evaluate": ("tfsacnn.evaluation.evaluate", "recompute a run's metrics from its SavedModel"),
     "compare": ("tfsacnn.evaluation.compare", "compare runs in a table like the paper's Table 1"),
     "analyze": ("tfsacnn.evaluation.analyze", "tuning curves, readout split, attention maps"),
+    "insilico": ("tfsacnn.cli.insilico", "in-silico V1 experiments (RF, gratings, size, surround)"),
     "export": ("tfsacnn.export", "write a run's SavedModel from its model.keras"),
     "import-torch": ("tfsacnn.cli.import_torch", "import the paper's PyTorch checkpoints"),
     "bench": ("tfsacnn.bench", "speed and memory benchmarks"),

@@ -149,15 +149,17 @@ def _jax_compile(fn):
 
 
 def batched(fn, x, batch):
-    """`fn` over the first axis of numpy `x` in batches of `batch` (the last one padded
-    with copies of its first row, so every call has one shape) -> numpy."""
+    """`fn` over the first axis of numpy `x` in batches of `batch`; a short batch is
+    padded (copies of its first row) to `batch`, or below it to the next power of two,
+    so a compiled `fn` sees few shapes -> numpy."""
     n = len(x)
     out = []
     for s in range(0, n, batch):
         chunk = x[s:s + batch]
         k = len(chunk)
-        if k < batch and n > batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - k, axis=0)])
+        size = batch if n > batch else min(batch, 1 << (k - 1).bit_length())
+        if k < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], size - k, axis=0)])
         out.append(np.asarray(fn(chunk))[:k])
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
@@ -172,7 +174,8 @@ class Twin:
     `norm` (median over the dataset's images of ||image - mean_grey||_2 in source units),
     `truth` (`Truth` or None), `best_response` `(n,)` (the model's largest response over
     the dataset's images of `split`), `independent` (bool), `pipeline`, `run_dir`,
-    `data_dir`, `split`, `neuron_ids`.
+    `data_dir`, `split`, `neuron_ids`, `dataset_images` `(N, H, W)` (the split's images
+    in source units).
     """
 
     def __init__(self, model, neurons, pipeline, mean_grey, pixel_range, norm,
@@ -189,6 +192,7 @@ class Twin:
         self.independent = not model.get_layer("readout").shared_core
         self.batch_size = batch_size
         self.best_response = best_response
+        self.dataset_images, self._dataset_responses = None, None
         for k, v in info.items():
             setattr(self, k, v)
         self._compiled = {}
@@ -222,6 +226,12 @@ class Twin:
         for layer in self.model.layers[1:]:
             y = layer(y, training=False)
         return y
+
+    def dataset_responses(self):
+        """`(N, n)` responses to the dataset's images of `split` (`dataset_images`)."""
+        if getattr(self, "_dataset_responses", None) is None:
+            self._dataset_responses = self.predict(self.dataset_images)
+        return self._dataset_responses
 
     def response_fn(self):
         """keras.ops function raw `(b, n, H, W)` -> `(b, n)` (neuron j sees image j),
@@ -265,18 +275,29 @@ class Truth:
     `params`: their calibrated parameters; `to_unit`: raw `(b, H, W)` -> the simulator's
     `(b, S, S)` images; `best_response (n,)`: the largest noise-free response over the
     dataset's images of the twin's split. `context=False`: the surround terms fixed at
-    their calibration means (`v1_model.combine(..., context=False)`).
+    their calibration means (`v1_model.combine(..., context=False)`). `dataset_images`:
+    the twin's `(N, H, W)` source images (for `dataset_responses`).
     """
 
-    def __init__(self, params, to_unit, best_response, context=True, chunk=500):
+    def __init__(self, params, to_unit, best_response, context=True, chunk=500,
+                 dataset_images=None):
         self.params, self.to_unit, self.best_response = params, to_unit, best_response
         self.context, self.chunk = bool(context), int(chunk)
         self.n = len(params["x0"])
         self.has_surround = np.asarray(params["has_surround"], bool)
+        self.dataset_images = dataset_images
+        self._dataset_responses = None
 
     def without_context(self):
         """The same neurons with their surround switched off."""
-        return Truth(self.params, self.to_unit, self.best_response, False, self.chunk)
+        return Truth(self.params, self.to_unit, self.best_response, False, self.chunk,
+                     self.dataset_images)
+
+    def dataset_responses(self):
+        """`(N, n)` noise-free responses to the twin's dataset images."""
+        if self._dataset_responses is None:
+            self._dataset_responses = self.predict(self.dataset_images)
+        return self._dataset_responses
 
     def _unit(self, raw):
         return np.asarray(self.to_unit(np.asarray(raw, np.float32)), np.float32)
@@ -396,8 +417,9 @@ def load_twin(run_dir, data_dir=None, neurons=None, split="val", image_shape=Non
     twin = Twin(model, selected, pipeline, mean_grey, pixel_range, norm,
                 batch_size=batch_size, run_dir=run["dir"], data_dir=data_dir, split=split,
                 neuron_ids=ids, model_name=model.name)
-    twin.best_response = twin.predict(_resample_to_source(src, pipeline)).max(0)
-    twin.truth = load_truth(data_dir, selected, pipeline, split)
+    twin.dataset_images = _resample_to_source(src, pipeline)
+    twin.best_response = twin.dataset_responses().max(0)
+    twin.truth = load_truth(data_dir, selected, pipeline, split, twin.dataset_images)
     return twin
 
 
@@ -416,7 +438,7 @@ def _resample_to_source(src, pipeline):
     return out
 
 
-def load_truth(data_dir, selected, pipeline, split="val"):
+def load_truth(data_dir, selected, pipeline, split="val", dataset_images=None):
     """`Truth` for a simulated site (DATA/ground_truth.npz), else None."""
     from data_prep import v1_model
 
@@ -433,4 +455,4 @@ def load_truth(data_dir, selected, pipeline, split="val"):
     if "image_size" in params and params["image_size"] != pipeline.size:
         raise InsilicoError(f"{path}: simulates {params['image_size']}-px images, but the "
                             f"dataset's are {pipeline.size}")
-    return Truth(params, pipeline.to_unit, best)
+    return Truth(params, pipeline.to_unit, best, dataset_images=dataset_images)

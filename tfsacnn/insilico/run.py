@@ -1,0 +1,239 @@
+"""`insilico(run_dir, ...)`: every experiment on a run (and on the truth), written to a folder.
+
+Writes into `out` (default RUN/insilico), each file through a temporary and a rename:
+- `insilico.json`: what ran (run, data, neurons, experiments, settings), per neuron
+  every quantity of the model (and of the truth), the truth-recovery summary;
+- `neurons.csv`: one row per neuron, `model_<quantity>` and `truth_<quantity>` columns;
+- `curves.npz`: every curve (`model/<experiment>/<curve>`, `truth/...`) and the values
+  on their axes;
+- PNG pages (`plots.py`): orientation and SF tuning, size tuning, iso/cross/blank bars,
+  a summary; and with `tensorboard`, the same pictures under `insilico/<name>`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from . import plots as iplots
+from .experiments import merge_settings, resolve, run_experiments
+from .forward import InsilicoError, load_twin
+from .truth import PAIRED, per_neuron_errors, recovery, run_truth
+
+
+def json_safe(v):
+    """JSON-safe: arrays to lists, NaN/inf to None, numpy scalars to Python."""
+    if isinstance(v, dict):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return json_safe(v.tolist())
+    if isinstance(v, (np.floating, float)):
+        return None if not np.isfinite(v) else round(float(v), 6)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def _write_bytes(path, data):
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_logdir(path):
+    """Refuse a --tensorboard LOGDIR that cannot become a directory, before any work."""
+    path = pathlib.Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise InsilicoError(f"{p}: not a directory (--tensorboard needs a log directory)")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise InsilicoError(f"{p}: not writable (--tensorboard)")
+            return
+
+
+def neuron_table(twin, model, truth):
+    """Rows (dicts) of neurons.csv."""
+    rows = []
+    errs = per_neuron_errors(model, truth) if truth else {}
+    has = None if twin.truth is None else twin.truth.has_surround
+    for j in range(twin.n):
+        row = {"neuron": int(twin.neurons[j]), "neuron_id": twin.neuron_ids[j]}
+        if has is not None:
+            row["has_surround"] = int(has[j])
+        for exp, res in model.items():
+            for q, v in res["per_neuron"].items():
+                row[f"model_{q}"] = v[j]
+                if truth and exp in truth and q in truth[exp]["per_neuron"]:
+                    row[f"truth_{q}"] = truth[exp]["per_neuron"][q][j]
+        for k, v in errs.items():
+            row[k] = v[j]
+        rows.append(row)
+    return rows
+
+
+def _csv_text(rows):
+    buf = io.StringIO()
+    keys = list(rows[0]) if rows else ["neuron"]
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if isinstance(v, float) and not np.isfinite(v) else
+                        (f"{v:.6g}" if isinstance(v, (float, np.floating)) else v))
+                    for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _curves_npz(model, truth):
+    arrays = {}
+    for label, res in (("model", model), ("truth", truth or {})):
+        for exp, r in res.items():
+            for name, a in r.get("curves", {}).items():
+                arrays[f"{label}/{exp}/{name}"] = np.asarray(a)
+            for name, a in r.get("values", {}).items():
+                arrays[f"values/{exp}/{name}"] = np.asarray(a)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def pictures(twin, model, truth, what):
+    """{name: Figure} of every page."""
+    labels = [f"{i} ({nid})" for i, nid in zip(twin.neurons, twin.neuron_ids)]
+    figs = {}
+    t = truth or {}
+    for p, idx in enumerate(iplots.pages(twin.n), 1):
+        sfx = f"_p{p:02d}"
+        if "grating" in model:
+            g, tg = model["grating"], t.get("grating")
+            figs[f"orientation_tuning{sfx}"] = iplots.curves_page(
+                g["values"]["orientation_curve_deg"], g["curves"]["orientation_curve"],
+                None if tg is None else tg["curves"]["orientation_curve"], labels, idx,
+                f"{what}: orientation tuning at the optimal SF", "orientation (deg)",
+                marks={"pref": (g["per_neuron"]["pref_orientation_deg"],
+                                None if tg is None else tg["per_neuron"]["pref_orientation_deg"])})
+            figs[f"sf_tuning{sfx}"] = iplots.curves_page(
+                g["values"]["sf_curve"], g["curves"]["sf_curve"],
+                None if tg is None else tg["curves"]["sf_curve"], labels, idx,
+                f"{what}: SF tuning at the optimal orientation", "SF (cycles/px)", logx=True)
+        if "size" in model:
+            s, ts = model["size"], t.get("size")
+            figs[f"size_tuning{sfx}"] = iplots.curves_page(
+                s["values"]["diameter"], s["curves"]["size_curve"],
+                None if ts is None else ts["curves"]["size_curve"], labels, idx,
+                f"{what}: size tuning (dotted: GSF)", "diameter (px)", logx=True,
+                marks={"gsf": (s["per_neuron"]["gsf"],
+                               None if ts is None else ts["per_neuron"]["gsf"])})
+        if "contrast_surround" in model:
+            c, tc = model["contrast_surround"], t.get("contrast_surround")
+            figs[f"contrast_surround{sfx}"] = iplots.contrast_surround_page(
+                c["curves"]["responses"], None if tc is None else tc["curves"]["responses"],
+                labels, idx, f"{what}: centre at the GSF with a blank, iso or cross surround")
+    if truth:
+        has = twin.truth.has_surround
+        pairs = {f"{exp}: {q}": (model[exp]["per_neuron"][q], truth[exp]["per_neuron"][q], has)
+                 for exp, q in PAIRED if exp in model and exp in truth
+                 and q in ("pref_orientation_deg", "pref_sf", "ssi", "gsf", "cmi",
+                           "centre_x", "centre_y", "suppression_iso")}
+        if pairs:
+            figs["summary"] = iplots.summary_page(pairs, f"{what}: model against truth")
+    else:
+        vals = {f"{exp}: {q}": model[exp]["per_neuron"][q]
+                for exp, q in PAIRED if exp in model and q in model[exp]["per_neuron"]
+                and q in ("pref_orientation_deg", "pref_sf", "ssi", "gsf", "cmi")}
+        if vals:
+            figs["summary"] = iplots.model_only_summary(vals, f"{what}: across neurons")
+    return figs
+
+
+def insilico(run_dir, data_dir=None, neurons=None, experiments=None, out=None,
+             tensorboard=None, settings=None, step=0, log=print, split="val"):
+    """Run `experiments` (None: all) on the run's neurons and the truth; write `out`.
+    -> the insilico.json dict."""
+    from tfsacnn.evaluation.plots import figure_to_png
+    from tfsacnn.files import write_text
+
+    names = resolve(experiments)                        # refuse an unknown name first
+    settings = merge_settings(settings)
+    if tensorboard is not None:
+        check_logdir(tensorboard)
+    t0 = time.perf_counter()
+    twin = load_twin(run_dir, data_dir, neurons, split=split)
+    out = pathlib.Path(out) if out is not None else twin.run_dir / "insilico"
+    if out.exists() and not out.is_dir():
+        raise InsilicoError(f"{out}: is a file, not a directory (--out)")
+    quiet = lambda msg: log(f"insilico: {msg}")        # noqa: E731
+    model = run_experiments(twin, twin, names, settings, label="model", log=quiet)
+    truth = run_truth(twin, names, settings, log=quiet)
+    summary = None
+    if truth is not None:
+        summary = recovery(model, truth, twin.truth.has_surround)
+    seconds = time.perf_counter() - t0
+    what = f"{twin.model_name} ({pathlib.Path(twin.run_dir).name})"
+    result = {
+        "run": str(twin.run_dir), "data": str(twin.data_dir), "model_name": twin.model_name,
+        "core": "independent" if twin.independent else "shared",
+        "neurons": twin.neurons, "neuron_ids": twin.neuron_ids, "split": split,
+        "experiments": names, "settings": settings,
+        "stimulus_space": {"image_shape": list(twin.image_shape), "mean_grey": twin.mean_grey,
+                           "pixel_range": list(twin.pixel_range), "norm": twin.norm,
+                           "visible": list(twin.pipeline.visible)},
+        "best_response": twin.best_response,
+        "model": {exp: {"per_neuron": r["per_neuron"], **({"method": r["method"]}
+                                                           if "method" in r else {})}
+                  for exp, r in model.items()},
+        "truth": None if truth is None else {
+            "has_surround": twin.truth.has_surround,
+            "best_response": twin.truth.best_response,
+            **{exp: {"per_neuron": r["per_neuron"]} for exp, r in truth.items()}},
+        "recovery": summary, "seconds": seconds,
+    }
+    result = json_safe(result)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = pictures(twin, model, truth, what)
+    pngs = {name: figure_to_png(fig) for name, fig in figs.items()}
+    for name, png in pngs.items():
+        _write_bytes(out / f"{name}.png", png)
+    _write_bytes(out / "curves.npz", _curves_npz(model, truth))
+    write_text(out / "neurons.csv", _csv_text(neuron_table(twin, model, truth)))
+    result["files"] = ["insilico.json", "neurons.csv", "curves.npz"] + \
+        [f"{n}.png" for n in pngs]
+    write_text(out / "insilico.json", json.dumps(result, indent=1) + "\n")
+    if tensorboard is not None:
+        log_pictures(tensorboard, pngs, step, what)
+        result["tensorboard"] = str(tensorboard)
+    log(f"insilico: {what}: {twin.n} neurons, {', '.join(names)} in {seconds:.0f} s; "
+        f"wrote {len(result['files'])} files to {out}"
+        + (f"; logged {len(pngs)} images to {tensorboard}" if tensorboard else ""))
+    if summary:
+        log("insilico: recovery of the truth: " + ", ".join(
+            f"{k} {v:.3g}" for k, v in summary.items() if v is not None and np.isfinite(v)))
+    return result
+
+
+def log_pictures(logdir, pngs, step, what):
+    """PNG pages as TensorBoard images `insilico/<name>` (TensorFlow's summary writer)."""
+    import tensorflow as tf
+
+    from tfsacnn.evaluation.plots import png_to_tf_image
+
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        for name, png in pngs.items():
+            tf.summary.image(f"insilico/{name}", png_to_tf_image(png), step=int(step),
+                             description=what)
+    writer.flush()
+    writer.close()
