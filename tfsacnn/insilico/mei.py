@@ -315,3 +315,109 @@ def closed_loop(truth, mei, truth_best):
     true_response = np.asarray(truth.predict_own(np.asarray(mei, np.float32)[None]),
                                np.float64)[0]
     return true_response, relative_to_best(true_response, truth_best)
+
+
+# --------------------------------------------------------------------- experiments
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(MEIConfig)}
+NO_GRADIENT = "the simulator has no gradient: its side is the closed loop (truth_side)"
+
+
+def mei_experiment(ctx):
+    """Experiment "mei": the model's MEIs (`compute_meis`) with `ctx.settings["mei"]`."""
+    if ctx.system is not ctx.twin:
+        return {"per_neuron": {}, "skipped": NO_GRADIENT}
+    res = compute_meis(ctx.twin, MEIConfig.from_dict(ctx.settings["mei"], "settings: mei"))
+    return {"per_neuron": {"mei_response": res.response, "mei_relative": res.relative,
+                           "mei_seed_min": res.activation.min(0)},
+            "curves": {"mei": res.mei, "mei_activation": res.activation},
+            "axes": {"mei": ["neuron", "row", "col"], "mei_activation": ["seed", "neuron"]},
+            "values": {"mei_norm": np.array([res.norm])},
+            "method": "gradient ascent, Gaussian-blur preconditioning, fixed norm, clipping "
+                      "(Walker et al. 2019)"}
+
+
+def surround_discs(results, which="gsf"):
+    """Centres (n, 2) as (row, col) and diameters (n,) of the fixed centre discs, from the
+    "grating" centre and the "size" GSF ("gsf"; the RF diameter where it is NaN) or the
+    "rf" map's diameter ("crf")."""
+    g = results["grating"]["per_neuron"]
+    rf = results["rf"]["per_neuron"]["rf_diameter"]
+    if which == "gsf":
+        gsf = results["size"]["per_neuron"]["gsf"]
+        diam = np.where(np.isfinite(gsf), gsf, rf)
+    else:
+        diam = np.asarray(rf, np.float64)
+    return np.stack([g["centre_y"], g["centre_x"]], axis=1), diam
+
+
+def surround_mei_experiment(ctx):
+    """Experiment "surround_mei": most / least exciting surrounds around the model's MEIs."""
+    if ctx.system is not ctx.twin:
+        return {"per_neuron": {}, "skipped": NO_GRADIENT}
+    cfg = MEIConfig.from_dict(ctx.settings["mei"], "settings: mei")
+    centres, diameters = surround_discs(ctx.results, cfg.surround_disc)
+    s = compute_surround_meis(ctx.twin, ctx.results["mei"]["curves"]["mei"], centres,
+                              diameters, cfg)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio_up = s.raise_response / s.centre_response
+        ratio_down = s.lower_response / s.centre_response
+    return {"per_neuron": {"surround_disc_diameter": diameters, "surround_centre_response":
+                           s.centre_response, "surround_raise_response": s.raise_response,
+                           "surround_lower_response": s.lower_response,
+                           "surround_raise_ratio": ratio_up, "surround_lower_ratio": ratio_down},
+            "curves": {"surround_centre": s.centre, "surround_raise": s.raise_image,
+                       "surround_lower": s.lower_image},
+            "axes": {k: ["neuron", "row", "col"] for k in ("surround_centre", "surround_raise",
+                                                           "surround_lower")},
+            "method": "the MEI fixed inside the centre disc, the surround optimised up and "
+                      "down (Fu et al. 2023)"}
+
+
+def truth_side(twin, model):
+    """The true neurons shown the model's MEI images -> {experiment: {"per_neuron": ...}}.
+
+    "mei": `mei_response`, `mei_relative` (the closed loop, `truth.closed_loop`);
+    "surround_mei": the true responses to the model's centre, raise and lower images.
+    """
+    from .truth import closed_loop as loop
+
+    out = {}
+    if "mei" in model:
+        cl = loop(twin, model["mei"]["curves"]["mei"])
+        out["mei"] = {"per_neuron": {"mei_response": cl["truth_response"],
+                                     "mei_relative": cl["relative"]}}
+    if "surround_mei" in model:
+        c = model["surround_mei"]["curves"]
+        y = twin.truth.predict_own(np.stack([c["surround_centre"], c["surround_raise"],
+                                             c["surround_lower"]]).astype(np.float32))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["surround_mei"] = {"per_neuron": {
+                "surround_centre_response": y[0], "surround_raise_response": y[1],
+                "surround_lower_response": y[2], "surround_raise_ratio": y[1] / y[0],
+                "surround_lower_ratio": y[2] / y[0]}}
+    return out
+
+
+def closed_loop_summary(model, truth):
+    """Across-neuron closed-loop numbers (medians over finite neurons)."""
+    out = {}
+    if "mei" in truth and "mei_relative" in truth["mei"]["per_neuron"]:
+        rel = np.asarray(truth["mei"]["per_neuron"]["mei_relative"], np.float64)
+        ok = np.isfinite(rel)
+        out["closed_loop_relative_median"] = float(np.median(rel[ok])) if ok.any() else np.nan
+        out["closed_loop_fraction_above_1"] = float(np.mean(rel[ok] > 1)) if ok.any() else np.nan
+    if "surround_mei" in truth and "surround_raise_response" in truth["surround_mei"]["per_neuron"]:
+        t = truth["surround_mei"]["per_neuron"]
+        out["surround_truth_raise_gt_lower"] = float(np.mean(
+            np.asarray(t["surround_raise_response"]) > np.asarray(t["surround_lower_response"])))
+    return out
+
+
+def register_experiments():
+    """Add "mei" and "surround_mei" to the experiment registry and their settings."""
+    from . import experiments
+
+    experiments.DEFAULTS.setdefault("mei", dict(DEFAULTS))
+    experiments.register("mei", mei_experiment)
+    experiments.register("surround_mei", surround_mei_experiment,
+                         requires=("mei", "rf", "grating", "size"))
