@@ -162,3 +162,16 @@ def test_bad_surround_disc_and_norm_are_refused():
     with pytest.raises(ConfigError, match="norm must be > 0"):
         M.compute_meis(twin, FAST)
     assert dataclasses.replace(FAST, norm=2.0).norm == 2.0
+
+
+@pytest.mark.slow
+def test_bench_insilico_times_the_meis(capsys):
+    import json
+
+    from tfsacnn.bench import main
+
+    assert main(["insilico", "--neurons", "2", "--mei-steps", "3", "--skip-gratings"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["mei_steps"] == 3 and res["mei_s"] > 0 and res["neurons"] == 2
+    assert res["mei_1000_steps_s"] == pytest.approx(res["mei_s"] / 3 * 1000, rel=0.01)
+    assert "seconds" not in res                         # --skip-gratings

@@ -233,7 +233,10 @@ def twin_value_and_grad(twin):
 
 
 def relative_to_best(response, best_response):
-    """response / best response over the dataset's images, per neuron (NaN where best <= 0)."""
+    """response / best response over the dataset's images, per neuron (NaN where best <= 0
+    or unknown)."""
+    if best_response is None:
+        return np.full(np.shape(response), np.nan)
     best = np.asarray(best_response, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(best > 0, np.asarray(response, np.float64) / best, np.nan)
