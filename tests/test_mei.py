@@ -174,4 +174,15 @@ def test_bench_insilico_times_the_meis(capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["mei_steps"] == 3 and res["mei_s"] > 0 and res["neurons"] == 2
     assert res["mei_1000_steps_s"] == pytest.approx(res["mei_s"] / 3 * 1000, rel=0.01)
-    assert "seconds" not in res                         # --skip-gratings
+    assert "seconds" not in res and res["what"] == "MEIs"   # --skip-gratings
+
+
+def test_blur_is_a_normalised_gaussian_of_the_given_sigma():
+    g = np.zeros((1, 2, 31, 31), np.float32)
+    g[0, 0, 15, 15] = 1.0
+    out = M.blur(g, 2.0)
+    r2 = (np.mgrid[0:31, 0:31] - 15.0) ** 2
+    want = np.exp(-(r2[0] + r2[1]) / (2 * 2.0 ** 2))
+    np.testing.assert_allclose(out[0, 0], want / want.sum(), atol=1e-4)
+    np.testing.assert_array_equal(out[0, 1], 0.0)            # images do not mix
+    assert M.blur(g, 0.01) is g                                # sigma_end: no blur

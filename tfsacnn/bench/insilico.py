@@ -91,7 +91,10 @@ def main(args) -> dict:
                           f"{', '.join(models.names())}")
 
     twin = bench_twin(args.model, args.neurons, args.seed, args.batch_size)
-    result = {"benchmark": "insilico", "what": "grating battery", "model": args.model,
+    what = [w for w, on in (("grating battery", not args.skip_gratings),
+                            ("MEIs", args.mei_steps > 0)) if on]
+    result = {"benchmark": "insilico", "what": " and ".join(what) or "nothing",
+              "model": args.model,
               "core": "independent", "neurons": twin.n, "backend": keras.backend.backend()}
     if not args.skip_gratings:
         result.update(time_gratings(twin))
