@@ -127,9 +127,10 @@ def correlation_maps(responses, maps):
 
 
 def rf_from_map(cmap, level, min_diameter):
-    """Centre (x, y) and diameter of each map `(n, H, W)`: the centroid, weighted by the
-    map, of the pixels at >= `level` x its peak, and the diameter of a disc of their
-    area (at least `min_diameter`). A map without a positive peak gives NaN."""
+    """Centre (x, y) and diameter of each map `(n, H, W)`, from the weights
+    w = max(map - level x peak, 0): their centroid, and the diameter of the uniform disc
+    with their second moment, 2 sqrt(2 E_w[r^2]) (at least `min_diameter`). Both move
+    continuously with the map. A map without a positive peak gives NaN."""
     n = len(cmap)
     h, w = cmap.shape[1:]
     y, x = np.mgrid[0:h, 0:w]
@@ -138,10 +139,10 @@ def rf_from_map(cmap, level, min_diameter):
         peak = cmap[j].max()
         if not peak > 0:
             continue
-        mask = cmap[j] >= level * peak
-        wt = cmap[j] * mask
+        wt = np.maximum(cmap[j] - level * peak, 0.0)
         cx[j], cy[j] = (wt * x).sum() / wt.sum(), (wt * y).sum() / wt.sum()
-        d[j] = max(2 * np.sqrt(mask.sum() / np.pi), min_diameter)
+        r2 = (wt * ((x - cx[j]) ** 2 + (y - cy[j]) ** 2)).sum() / wt.sum()
+        d[j] = max(2 * np.sqrt(2 * r2), min_diameter)
     return cx, cy, d
 
 
@@ -150,8 +151,8 @@ def rf_map(ctx):
 
     For each neuron, the Pearson correlation over the dataset's images between its
     response and the local contrast energy at each pixel, G_sigma * (image - grey)^2.
-    Centre: the map-weighted centroid of the pixels at >= level x the peak; extent: the
-    diameter of a disc of that area. No positive correlation: the image centre.
+    Centre: the centroid of w = max(map - level x peak, 0); extent: the diameter of the
+    uniform disc with w's second moment. No positive correlation: the image centre.
     """
     s = ctx.settings["rf"]
     images = ctx.twin.dataset_images
@@ -189,10 +190,11 @@ def preferred_orientation(theta, curve):
 
 
 def _scan_centre(ctx, cx, cy, theta, sf, phs, blank):
-    """Refined RF centre `(n,)` x, y and the scans' mean FWHM: a disc of
+    """Refined RF centre `(n,)` x, y and the scans' mean width: a disc of
     `scan_diameter` of the optimal grating moved along x, then y, through (cx, cy);
-    each profile (best phase per position, relative to the blank) gives the centroid of
-    its positions at >= half its peak (no positive peak: the centre stays)."""
+    each profile (best phase per position, relative to the blank) gives the centroid
+    of w = max(profile - half its peak, 0) over the positions (no positive peak: the
+    centre stays) and the width sqrt(12 var_w) + step of a flat top with w's spread."""
     g = ctx.settings["grating"]
     step = g["scan_step"] * ctx.scale
     offs = np.arange(-g["scan_radius"] * ctx.scale, g["scan_radius"] * ctx.scale + step / 2,
@@ -211,12 +213,13 @@ def _scan_centre(ctx, cx, cy, theta, sf, phs, blank):
     for a, c in enumerate((cx, cy)):
         prof = r[a]                                                  # (positions, n)
         peak = prof.max(0)
-        w = np.where(prof >= 0.5 * peak, prof, 0.0) * (peak > 0)
+        w = np.maximum(prof - 0.5 * peak, 0.0) * (peak > 0)
         tot = w.sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             shift = np.where(tot > 0, (w * offs[:, None]).sum(0) / tot, 0.0)
+            var = np.where(tot > 0, (w * (offs[:, None] - shift) ** 2).sum(0) / tot, np.nan)
         out.append(c + shift)
-        widths.append(np.where(peak > 0, (prof >= 0.5 * peak).sum(0) * step, np.nan))
+        widths.append(np.sqrt(12 * var) + step)      # a flat top's width, one step per sample
     return out[0], out[1], np.mean(widths, axis=0)
 
 
