@@ -30,6 +30,7 @@ def _fails(argv, capsys):
     (["data", "--neurons", "-3"], "--neurons: must be >= 1"),
     (["insilico", "--neurons", "0"], "--neurons: must be >= 1"),
     (["insilico", "--model", "ff_sacnn"], "--model: unknown model 'ff_sacnn'"),
+    (["insilico", "--mei-steps", "-1"], "--mei-steps: must be >= 0"),
 ])
 def test_bad_numbers_are_one_line(argv, phrase, capsys):
     assert phrase in _fails(argv, capsys)

@@ -17,7 +17,8 @@ SMALL = dict(channels=4, dropout=0.0, seed=0)
 FAST = {"grating": {"orientations": 4, "sfs": 3, "phases": 2, "scan_radius": 4.0,
                     "scan_step": 4.0},
         "orientation_tuning": {"orientations": 6}, "sf_tuning": {"sfs": 3},
-        "size": {"diameters": 12}, "contrast_surround": {"surround_phases": 2}}
+        "size": {"diameters": 12}, "contrast_surround": {"surround_phases": 2},
+        "mei": {"steps": 6, "seeds": 1}}
 
 
 # --------------------------------------------------------------------- stimuli
@@ -201,16 +202,24 @@ def test_cli_writes_model_and_truth_results(runs, core, tmp_path, capsys):
     assert cli.main(["insilico", "--run", str(run), "--out", str(out), "--settings",
                      str(settings), "--tensorboard", str(tb), "--quiet"]) == 0
     res = json.loads((out / "insilico.json").read_text())
-    assert res["experiments"] == ["rf", "grating", "size", "contrast_surround"]
+    assert res["experiments"] == ["rf", "grating", "size", "contrast_surround", "mei",
+                                  "surround_mei"]
     assert res["core"] == core and res["settings"]["grating"]["orientations"] == 4
     for exp in res["experiments"]:
-        assert set(res["model"][exp]["per_neuron"]) == set(res["truth"][exp]["per_neuron"])
+        assert set(res["truth"][exp]["per_neuron"]) <= set(res["model"][exp]["per_neuron"])
+        assert res["truth"][exp]["per_neuron"], exp
     assert "corr_ssi" in res["recovery"] and "orientation_error_deg" in res["recovery"]
     rows = (out / "neurons.csv").read_text().splitlines()
     assert len(rows) == 4 and "truth_ssi" in rows[0] and "model_cmi" in rows[0]
     for f in res["files"]:
         assert (out / f).is_file()
     assert (out / "size_tuning_p01.png").read_bytes()[:4] == b"\x89PNG"
+    # MEIs: the grids, and the closed loop (the true neurons shown the model's MEIs)
+    for name in ("mei_p01.png", "surround_mei_p01.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert "truth_mei_relative" in rows[0] and "model_surround_raise_response" in rows[0]
+    assert 0 <= res["recovery"]["closed_loop_fraction_above_1"] <= 1
+    assert np.load(out / "curves.npz")["model/mei/mei"].shape == (3, 50, 50)
     assert list(tb.glob("events.out.tfevents.*"))
 
 

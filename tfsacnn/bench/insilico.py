@@ -8,7 +8,11 @@ a dataset) is replaced by the image centre. Every neuron's stimuli are centred o
 own RF (`Twin.predict_own`). Reports the wall time after a warm-up call, the stimuli
 per neuron, and the time one stimulus set of all neurons takes; `naive_s` estimates the
 same battery with one image per neuron through the shared-input model (n times the work).
-Prints one JSON line.
+With `--mei-steps` > 0 it also times the MEIs (tfsacnn.insilico.mei, one seed per
+neuron, docs/insilico_mei.md's settings otherwise): `mei_s` for `--mei-steps` steps after
+a compiling call, `mei_step_s` per step, `mei_cpu_s` the process CPU time (the wall time
+grows on a shared machine; the CPU time much less), and `mei_1000_steps_s` extrapolated
+to the default 1000 steps. Prints one JSON line.
 """
 from __future__ import annotations
 
@@ -27,6 +31,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int_at_least(1), default=None,
                         help="stimulus sets per forward call (default: from the neuron count)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--mei-steps", type=int_at_least(0), default=50,
+                        help="MEI ascent steps to time, one seed per neuron (0: no MEI timing)")
+    parser.add_argument("--skip-gratings", action="store_true",
+                        help="time only the MEIs")
 
 
 def bench_twin(model_name, n, seed=0, batch_size=None):
@@ -83,6 +91,21 @@ def main(args) -> dict:
                           f"{', '.join(models.names())}")
 
     twin = bench_twin(args.model, args.neurons, args.seed, args.batch_size)
+    what = [w for w, on in (("grating battery", not args.skip_gratings),
+                            ("MEIs", args.mei_steps > 0)) if on]
+    result = {"benchmark": "insilico", "what": " and ".join(what) or "nothing",
+              "model": args.model,
+              "core": "independent", "neurons": twin.n, "backend": keras.backend.backend()}
+    if not args.skip_gratings:
+        result.update(time_gratings(twin))
+    if args.mei_steps:
+        result.update(time_meis(twin, args.mei_steps))
+    print(json.dumps(result))
+    return result
+
+
+def time_gratings(twin):
+    """Seconds of the grating battery (after a compiling call) and the naive estimate."""
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (8, twin.n, 50, 50)).astype(np.float32)
     twin.predict_own(x)                                  # warm-up: compile
@@ -95,10 +118,24 @@ def main(args) -> dict:
     t = time.perf_counter()
     twin.predict(one)
     per_image = (time.perf_counter() - t) / len(one)
-    result = {"benchmark": "insilico", "what": "grating battery", "model": args.model,
-              "core": "independent", "neurons": twin.n, "backend": keras.backend.backend(),
-              "stimulus_sets": int(sets), "seconds": round(seconds, 2),
-              "seconds_per_set": round(seconds / max(sets, 1), 4),
-              "naive_s": round(per_image * sets * twin.n, 1)}
-    print(json.dumps(result))
-    return result
+    return {"stimulus_sets": int(sets), "seconds": round(seconds, 2),
+            "seconds_per_set": round(seconds / max(sets, 1), 4),
+            "naive_s": round(per_image * sets * twin.n, 1)}
+
+
+def time_meis(twin, steps):
+    """Seconds of `steps` MEI steps, one seed per neuron, after a compiling call."""
+    from tfsacnn.insilico import mei
+
+    vg = mei.twin_value_and_grad(twin)
+    x = np.full((1, twin.n) + tuple(twin.image_shape), twin.mean_grey, np.float32)
+    vg(x, np.ones((1, twin.n), np.float32))              # compile
+    cfg = mei.MEIConfig(steps=steps, seeds=1)
+    t, cpu = time.perf_counter(), time.process_time()
+    res = mei.compute_meis(twin, cfg, vg=vg)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return {"mei_steps": steps, "mei_s": round(wall, 2), "mei_step_s": round(wall / steps, 4),
+            "mei_cpu_s": round(cpu, 2),
+            "mei_1000_steps_s": round(wall / steps * 1000, 1),
+            "mei_response_gain": round(float(np.median(
+                res.response - twin.predict_own(x)[0])), 4)}

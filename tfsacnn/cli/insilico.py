@@ -5,7 +5,8 @@
 
 Stimuli (gratings, discs, annuli) are drawn on the dataset's source pixel scale on its
 mean grey and pass through its recorded preprocessing. Experiments (docs/insilico.md):
-rf, grating, size, contrast_surround (each runs what it needs). On a simulated site
+rf, grating, size, contrast_surround, mei, surround_mei (each runs what it needs; the
+MEIs are the slow ones: --mei-steps, --mei-seeds). On a simulated site
 (DATA/ground_truth.npz) every experiment also runs on the simulator's noise-free
 neurons, and insilico.json reports how well the model recovers them.
 Writes RUN/insilico/ (or --out): insilico.json, neurons.csv, curves.npz, PNG pages.
@@ -34,6 +35,10 @@ def build_parser():
     p.add_argument("--settings", default=None, metavar="FILE.yaml",
                    help="YAML overriding docs/insilico.md's defaults, e.g. "
                         "{size: {diameters: 16}, contrast: 0.8}")
+    p.add_argument("--mei-steps", type=int_at_least(1), default=None,
+                   help="MEI ascent steps (settings mei.steps; default 1000)")
+    p.add_argument("--mei-seeds", type=int_at_least(1), default=None,
+                   help="MEI random starts per neuron (settings mei.seeds; default 4)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default: RUN_DIR/insilico)")
     p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
@@ -53,6 +58,11 @@ def main(argv=None):
 
         quiet_tensorflow(args.verbose)
         settings = read_yaml(args.settings) if args.settings else None
+        for key in ("steps", "seeds"):
+            value = getattr(args, f"mei_{key}")
+            if value is not None:
+                settings = dict(settings or {})
+                settings["mei"] = {**(settings.get("mei") or {}), key: value}
         insilico(args.run, data_dir=args.data, neurons=args.neurons,
                  experiments=args.experiments, out=args.out, tensorboard=args.tensorboard,
                  settings=settings, step=args.step, split=args.split,

@@ -5,5 +5,8 @@ the simulator's ground truth on a simulated site (docs/insilico.md).
 a run's neurons answering raw stimuli drawn on the dataset's source pixel scale.
 """
 from .forward import InsilicoError, Truth, Twin, load_twin  # noqa: F401
+from .mei import register_experiments
+
+register_experiments()          # "mei" and "surround_mei" (tfsacnn.insilico.mei)
 
 __all__ = ["InsilicoError", "Truth", "Twin", "load_twin"]

@@ -107,3 +107,21 @@ def model_only_summary(values, title):
         ax.set_title(name, fontsize=8)
         ax.tick_params(labelsize=7)
     return fig
+
+
+def image_grid_page(columns, labels, idx, title, pixel_range, notes=None):
+    """Images side by side per neuron of `idx`: `columns` {name: (n, H, W)}, grey scale
+    over `pixel_range`; `notes` {name: (n,) numbers} shown under each image."""
+    names = list(columns)
+    cols = 4 * len(names) if len(names) == 1 else len(names) * 2
+    k = len(idx) * len(names)
+    fig, axs = _axes(k, title, cols=min(cols, max(k, 1)))
+    for a, (j, name) in enumerate((j, name) for j in idx for name in names):
+        ax = axs[a]
+        ax.imshow(columns[name][j], cmap="gray", vmin=pixel_range[0], vmax=pixel_range[1])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        note = "" if notes is None or name not in notes else f" {notes[name][j]:.3g}"
+        ax.set_title(f"{labels[j]} {name}{note}" if len(names) > 1 else f"{labels[j]}{note}",
+                     fontsize=7)
+    return fig

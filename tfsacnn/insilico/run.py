@@ -23,6 +23,7 @@ import numpy as np
 from . import plots as iplots
 from .experiments import merge_settings, resolve, run_experiments
 from .forward import InsilicoError, load_twin
+from .mei import closed_loop_summary, truth_side
 from .truth import PAIRED, per_neuron_errors, recovery, run_truth
 
 
@@ -142,6 +143,23 @@ def pictures(twin, model, truth, what):
             figs[f"contrast_surround{sfx}"] = iplots.contrast_surround_page(
                 c["curves"]["responses"], None if tc is None else tc["curves"]["responses"],
                 labels, idx, f"{what}: centre at the GSF with a blank, iso or cross surround")
+        if "mei" in model:
+            c = model["mei"]
+            notes = {"MEI": model["mei"]["per_neuron"]["mei_relative"]}
+            figs[f"mei{sfx}"] = iplots.image_grid_page(
+                {"MEI": c["curves"]["mei"]}, labels, idx,
+                f"{what}: MEIs (number: response / best dataset image's)", twin.pixel_range,
+                notes)
+        if "surround_mei" in model:
+            c = model["surround_mei"]
+            pn = c["per_neuron"]
+            figs[f"surround_mei{sfx}"] = iplots.image_grid_page(
+                {"centre": c["curves"]["surround_centre"], "raise": c["curves"]["surround_raise"],
+                 "lower": c["curves"]["surround_lower"]}, labels, idx,
+                f"{what}: MEI centre alone, most and least exciting surround (number: response)",
+                twin.pixel_range, {"centre": pn["surround_centre_response"],
+                                   "raise": pn["surround_raise_response"],
+                                   "lower": pn["surround_lower_response"]})
     if truth:
         has = twin.truth.has_surround
         pairs = {f"{exp}: {q}": (model[exp]["per_neuron"][q], truth[exp]["per_neuron"][q], has)
@@ -180,7 +198,10 @@ def insilico(run_dir, data_dir=None, neurons=None, experiments=None, out=None,
     truth = run_truth(twin, names, settings, log=quiet)
     summary = None
     if truth is not None:
+        for exp, res in truth_side(twin, model).items():   # the model's MEIs on the truth
+            truth[exp] = res
         summary = recovery(model, truth, twin.truth.has_surround)
+        summary.update(closed_loop_summary(model, truth))
     seconds = time.perf_counter() - t0
     what = f"{twin.model_name} ({pathlib.Path(twin.run_dir).name})"
     result = {
