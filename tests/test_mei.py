@@ -6,22 +6,14 @@ import pytest
 
 from tfsacnn.errors import ConfigError
 from tfsacnn.insilico import mei as M
-from tfsacnn.insilico.gradients import value_and_grad
 
-from helpers_insilico import GREY, H, W, FakeTwin
+from helpers_insilico import GREY, H, W, FakeTwin, assert_gradient_matches_analytic
 
 FAST = M.MEIConfig(steps=60, seeds=2)
 
 
 def test_backend_gradient_matches_the_analytic_gradient():
-    twin = FakeTwin(n=3, surround=True)
-    rng = np.random.default_rng(1)
-    x = (GREY + 0.2 * rng.standard_normal((2, 3, H, W))).astype(np.float32)
-    w = np.array([[1.0, -1.0, 2.0], [0.5, 1.0, -1.0]], np.float32)
-    y, g = value_and_grad(twin.response_fn())(x, w)
-    y_ref, g_ref = twin.numpy_value_and_grad(x, w)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-4)
-    np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-5 * np.abs(g_ref).max())
+    assert_gradient_matches_analytic()
 
 
 def test_mei_raises_the_response_and_keeps_the_norm():

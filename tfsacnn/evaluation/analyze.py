@@ -142,7 +142,7 @@ def load_run(run_dir):
             "neurons": neurons, "neuron_ids": ids, "data_dir": data_dir}
 
 
-def check_data(run, data_dir, manifest):
+def check_run_neurons(run, data_dir, manifest):
     """Refuse a dataset that does not match the run; return the run's neuron indices."""
     model = run["model"]
     model_path = run["dir"] / "model.keras"
@@ -589,7 +589,7 @@ def _analyze(run, data_dir, split, neurons, top, out, tensorboard, step, batch_s
 
     model = run["model"]
     manifest = tdata.read_manifest(data_dir)
-    run_neurons = check_data(run, data_dir, manifest)
+    run_neurons = check_run_neurons(run, data_dir, manifest)
     selected = select_neurons(neurons, run_neurons, manifest["n_neurons"])
     columns = [run_neurons.index(i) for i in selected]
     images, y = tdata.load_numpy(data_dir, split, neurons=selected)

@@ -380,7 +380,7 @@ def load_twin(run_dir, data_dir=None, neurons=None, split="val", image_shape=Non
     not trained on, or a dataset that does not match the run.
     """
     from .. import data as tdata
-    from ..evaluation.analyze import check_data, load_run, select_neurons
+    from ..evaluation.analyze import check_run_neurons, load_run, select_neurons
     from ..export import serving_preprocessing
 
     run = load_run(run_dir)
@@ -390,7 +390,7 @@ def load_twin(run_dir, data_dir=None, neurons=None, split="val", image_shape=Non
                             f"pass --data DIR")
     data_dir = pathlib.Path(data_dir)
     manifest = tdata.read_manifest(data_dir)
-    run_neurons = check_data(run, data_dir, manifest)
+    run_neurons = check_run_neurons(run, data_dir, manifest)
     if isinstance(neurons, (list, tuple, np.ndarray)):
         neurons = ",".join(str(int(i)) for i in neurons)
     selected = select_neurons(neurons, run_neurons, manifest["n_neurons"])
