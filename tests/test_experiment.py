@@ -56,6 +56,9 @@ def test_tiny_study_units_are_sealed_pinned_and_resumable(tiny_study, capsys, mo
     capsys.readouterr()
     assert experiment.main(_argv(out, results)) == 0
     assert "0 unit(s) done this call, 2 already done" in capsys.readouterr().out
+    for name in exp["unit_order"]:       # test predictions sealed; the weights not needed
+        assert experiment.sealed_path(results, name).is_file()
+    shutil.rmtree(out / "runs")
     # another commit: refused, then allowed and said in the report
     monkeypatch.setenv("TFSACNN_COMMIT", "another-commit")
     assert experiment.main(_argv(out, results, "--final")) == 2
@@ -167,8 +170,8 @@ def test_scores_from_predictions_match_numpy_and_the_direct_causal_test(tmp_path
         r = np.asarray(preds[m]["triples"], np.float64)
         mc, tc = r[0] - r[1], ref["true_change"]
         mc, tc = mc - mc.mean(0), tc - tc.mean(0)
-        fve = 1 - ((mc - tc) ** 2).sum(0) / (tc ** 2).sum(0)
-        np.testing.assert_allclose(got["causal_fve"].to_numpy()[sur], fve[sur], rtol=1e-6)
+        fve = 1 - ((mc - tc) ** 2).sum(0)[sur] / (tc ** 2).sum(0)[sur]
+        np.testing.assert_allclose(got["causal_fve"].to_numpy()[sur], fve, rtol=1e-6)
     bad = {m: {**p, "images": p["images"][:-1]} for m, p in preds.items()}
     with pytest.raises(experiment.TfsacnnError, match="predictions of .* have shapes"):
         experiment.score_predictions(exp, site, "fixed", 0, bad, "test")
