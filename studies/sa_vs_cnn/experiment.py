@@ -429,7 +429,7 @@ def causal_design(exp, images, params):
 
 def predict_unit(exp, site, runs, split):
     """Every model's predictions on one split, from its images and the simulator's params
-    only (no response is read): {model: {"images": (N, n) float32 predictions on the
+    only (no response is used): {model: {"images": (N, n) float32 predictions on the
     split's images, "triples": (2, triples, n) float32 R(a|b), R(a|c) of each neuron's
     causal stimuli (analyze.triple_responses)}}. runs: {model: run dir}."""
     import keras
