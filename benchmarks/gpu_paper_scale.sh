@@ -20,9 +20,10 @@
 #      exists, none started that would not finish before the time limit:
 #        python -m studies.sa_vs_cnn.experiment CONFIG --out WORK --results RESULTS \
 #            --time-limit-s S
-#   5. $OUT/results.tgz (every unit record, extracting at the repository root into
-#      studies/sa_vs_cnn/results/gpu/) and $OUT/log.txt.
-# Resuming: `tar xzf results.tgz` at the repository root and commit the unit records; the
+#   5. $OUT/results.tgz (every unit record <unit>.json and its sealed test predictions
+#      <unit>.sealed.npz, which --final scores without the weights; extracting at the
+#      repository root into studies/sa_vs_cnn/results/gpu/) and $OUT/log.txt.
+# Resuming: `tar xzf results.tgz` at the repository root and commit both files of each unit; the
 # next call (or session) skips those units. SKIP_BENCH=1 skips step 2.
 # Settings (environment): CONFIG (studies/sa_vs_cnn/sa_vs_cnn_gpu.yaml), RESULTS
 # (studies/sa_vs_cnn/results/gpu), WORK (/tmp/sa_vs_cnn_gpu), OUT (/tmp/gpu_out),
@@ -104,8 +105,9 @@ else
   echo "no time left for a unit"
 fi
 units=$(cd "$RESULTS" && ls *.json 2>/dev/null || true)
+sealed=$(cd "$RESULTS" && ls *.sealed.npz 2>/dev/null || true)   # the units' test predictions
 if [ -n "$units" ]; then
-  tar czf "$OUT/results.tgz.part" -C "$RESULTS" --transform "s,^,$ARCHIVED/," $units
+  tar czf "$OUT/results.tgz.part" -C "$RESULTS" --transform "s,^,$ARCHIVED/," $units $sealed
   mv "$OUT/results.tgz.part" "$OUT/results.tgz"
 fi
 echo "units done: $(echo $units | wc -w); total $(( $(date +%s) - start )) s; status $status"

@@ -2,6 +2,7 @@
 on a tiny version of studies/sa_vs_cnn/sa_vs_cnn.yaml."""
 import itertools
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,9 @@ def test_tiny_study_units_are_sealed_pinned_and_resumable(tiny_study, capsys, mo
     capsys.readouterr()
     assert experiment.main(_argv(out, results)) == 0
     assert "0 unit(s) done this call, 2 already done" in capsys.readouterr().out
+    for name in exp["unit_order"]:       # test predictions sealed; the weights not needed
+        assert experiment.sealed_path(results, name).is_file()
+    shutil.rmtree(out / "runs")
     # another commit: refused, then allowed and said in the report
     monkeypatch.setenv("TFSACNN_COMMIT", "another-commit")
     assert experiment.main(_argv(out, results, "--final")) == 2
@@ -95,10 +99,138 @@ def test_final_refuses_unfinished_units_and_other_code(tmp_path, capsys, monkeyp
     # another config (hash) is refused the same way
     assert experiment.main(_argv(out, results, "--final", sets=TINY + ["causal.seed=1"])) == 2
     assert "another commit/config" in capsys.readouterr().err
-    # with --allow-mixed-code it goes on, and needs the trained weights of every unit
+    # with --allow-mixed-code it goes on, and needs every unit's sealed test predictions
     assert experiment.main(_argv(out, results, "--final", "--allow-mixed-code")) == 2
-    assert "has no trained weights or site here" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "gated_seed1.sealed.npz: missing" in err and err.count("\n") == 1
     assert not (results / "final").exists()
+
+
+# --------------------------------------------------------------------------- sealed predictions
+SMALL = TINY + ["sites.train=10"]
+
+
+def _stand_in(params):
+    """A stand-in trained model: images (B, S, S, 1) -> (B, n), the truth's noise-free
+    responses scaled, plus a neuron-independent term (a false surround)."""
+    from data_prep import v1_model
+
+    def predict(x):
+        x = np.asarray(x, np.float64)
+        return (0.8 * v1_model.responses(x[..., 0], params)
+                + 0.3 * x[..., 0].mean((1, 2))[:, None]).astype(np.float32)
+    return predict
+
+
+def _stand_in_predictions(exp, site):
+    """`experiment.predict_unit`'s dict for two stand-in models, from the test images."""
+    from data_prep import v1_model
+    from tfsacnn.evaluation import analyze
+
+    images = experiment.split_images(site, "test")
+    params = v1_model.load_params(site / "ground_truth.npz")
+    weights, triples = experiment.causal_design(exp, images, params)
+    out = {}
+    for k, m in enumerate(exp["models"]):
+        predict = _stand_in(params) if k == 0 else (lambda x, f=_stand_in(params): 2 * f(x) + 1)
+        out[m] = {"images": predict(images),
+                  "triples": analyze.triple_responses(predict, images, weights, triples)}
+    return out
+
+
+def test_scores_from_predictions_match_numpy_and_the_direct_causal_test(tmp_path):
+    """CORR against the split's own responses (np.corrcoef), the causal scores from the
+    sealed responses equal analyze.causal_triples run on the model itself."""
+    from data_prep import v1_model
+    from tfsacnn import data as data_lib
+    from tfsacnn.evaluation import analyze
+
+    exp = experiment.load(SA_VS_CNN, SMALL, tmp_path / "w")
+    site = tmp_path / "site"
+    experiment.make_site(exp, site, "fixed", 0, lambda m: None)
+    preds = _stand_in_predictions(exp, site)
+    rows = pd.DataFrame(experiment.score_predictions(exp, site, "fixed", 0, preds, "test"))
+    images, y = data_lib.load_numpy(site, "test")
+    params = v1_model.load_params(site / "ground_truth.npz")
+    c = exp["causal"]
+    for m in exp["models"]:
+        got = rows[rows["model"] == m].sort_values("neuron")
+        pred = np.asarray(preds[m]["images"], np.float64)
+        want = [np.corrcoef(y[:, j], pred[:, j])[0, 1] for j in range(y.shape[1])]
+        np.testing.assert_allclose(got["corr"], want, rtol=1e-6)
+        k = exp["models"].index(m)
+        predict = _stand_in(params) if k == 0 else (lambda x: 2 * _stand_in(params)(x) + 1)
+        ref = analyze.causal_triples(predict, images, params, c["triples"], seed=c["seed"],
+                                     seam=float(c["seam_px"]), fraction=float(c["centre_fraction"]))
+        sur = ref["has_surround"]
+        np.testing.assert_allclose(got["causal_fve"].to_numpy()[sur], ref["fve"][sur], rtol=1e-6)
+        assert got["causal_fve"].isna().to_numpy()[~sur].all()
+        np.testing.assert_allclose(got["false_surround"], ref["change_rms"], rtol=1e-6)
+        # fve by hand from the sealed responses and the truth's change
+        r = np.asarray(preds[m]["triples"], np.float64)
+        mc, tc = r[0] - r[1], ref["true_change"]
+        mc, tc = mc - mc.mean(0), tc - tc.mean(0)
+        fve = 1 - ((mc - tc) ** 2).sum(0)[sur] / (tc ** 2).sum(0)[sur]
+        np.testing.assert_allclose(got["causal_fve"].to_numpy()[sur], fve, rtol=1e-6)
+    bad = {m: {**p, "images": p["images"][:-1]} for m, p in preds.items()}
+    with pytest.raises(experiment.TfsacnnError, match="predictions of .* have shapes"):
+        experiment.score_predictions(exp, site, "fixed", 0, bad, "test")
+
+
+def test_final_scores_the_sealed_predictions_without_the_workdir(tmp_path, capsys, monkeypatch):
+    """Units sealed in one WORKDIR, which is then deleted: --final synthesizes the sites
+    again from their seeds (same test images: the hash is checked) and scores test."""
+    monkeypatch.setenv("TFSACNN_COMMIT", "abc")
+    old, out, results = tmp_path / "old", tmp_path / "new", tmp_path / "results"
+    exp = experiment.load(SA_VS_CNN, SMALL, old)
+    _fake_records(exp, results, exp["unit_order"])
+    preds = {}
+    for name, sm, seed in experiment.units(exp):
+        site = old / "sites" / name
+        experiment.make_site(exp, site, sm, seed, lambda m: None)
+        preds[name] = _stand_in_predictions(exp, site)
+        experiment.write_sealed(experiment.sealed_path(results, name), name, "abc",
+                                experiment.config_sha256(exp),
+                                experiment.images_sha256(experiment.split_images(site, "test")),
+                                preds[name])
+        assert experiment.sealed_path(results, name).stat().st_size < 100_000
+    shutil.rmtree(old)
+    assert experiment.main(_argv(out, results, "--final", sets=SMALL)) == 0
+    df = pd.read_csv(results / "final" / "neurons.csv")
+    assert len(df) == 2 * 2 * 3
+    from tfsacnn import data as data_lib
+    for name in exp["unit_order"]:
+        _, y = data_lib.load_numpy(out / "sites" / name, "test")
+        for m in exp["models"]:
+            pred = np.asarray(preds[name][m]["images"], np.float64)
+            want = [np.corrcoef(y[:, j], pred[:, j])[0, 1] for j in range(3)]
+            got = df[(df["unit"] == name) & (df["model"] == m)].sort_values("neuron")["corr"]
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+    capsys.readouterr()
+    assert experiment.main(_argv(out, results, "--final", sets=SMALL)) == 2
+    assert "read once" in capsys.readouterr().err
+
+
+def test_final_refuses_a_site_whose_test_images_differ_from_the_sealed(tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.setenv("TFSACNN_COMMIT", "abc")
+    out, results = tmp_path / "work", tmp_path / "results"
+    exp = experiment.load(SA_VS_CNN, SMALL, out)
+    _fake_records(exp, results, exp["unit_order"])
+    for name, _, _ in experiment.units(exp):
+        experiment.write_sealed(experiment.sealed_path(results, name), name, "abc",
+                                experiment.config_sha256(exp), "0" * 64,
+                                {m: {"images": np.zeros((60, 3)), "triples": np.zeros((2, 20, 3))}
+                                 for m in exp["models"]})
+    assert experiment.main(_argv(out, results, "--final", sets=SMALL)) == 2
+    err = capsys.readouterr().err
+    assert "test images are not those" in err and err.count("\n") == 1
+    assert not (results / "final").exists()
+    # a sealed file of another commit than its record is refused
+    _fake_records(exp, results, ["fixed_seed0"], commit="abc2")
+    monkeypatch.setenv("TFSACNN_COMMIT", "abc2")
+    assert experiment.main(_argv(out, results, "--final", "--allow-mixed-code", sets=SMALL)) == 2
+    assert "not the sealed predictions of unit fixed_seed0" in capsys.readouterr().err
 
 
 def test_time_limit_starts_no_unit_that_would_not_fit(tmp_path, capsys):

@@ -27,17 +27,22 @@ pilot) is the pre-registration, fixed before any unit runs:
 
 A unit synthesizes its site into WORKDIR/sites/<unit>, trains every model on it
 (WORKDIR/runs/<unit>/<model>, selection and report on val only), scores val (CORR, PT_S,
-PT_J, and the causal triple test on val images) and writes RESULTSDIR/<unit>.json with
-the code commit (env TFSACNN_COMMIT, else `git rev-parse HEAD`) and the sha256 of the
+PT_J, and the causal triple test on val images), writes every model's predictions on the
+test images and on the test causal stimuli to RESULTSDIR/<unit>.sealed.npz (float32; made
+from the test images and the simulator's parameters only: the test responses, stored in
+the same shards, are dropped as read, never used or scored), then RESULTSDIR/<unit>.json
+with the code commit (env TFSACNN_COMMIT, else `git rev-parse HEAD`) and the sha256 of the
 resolved config. Units with a result file are skipped, so calls resume one another;
 a unit that would not fit in --time-limit-s (estimated from the previous unit of this
 call, else from --rate) is not started.
 
-The seal: nothing before --final reads the test split (the config must say
+The seal: nothing before --final uses a test response or scores test (the config must say
 eval.report_splits: [val]; the unit records hold no test score). --final refuses while a
 unit is unfinished or was trained under another commit/config (unless
 --allow-mixed-code, said in the report), scores test for every unit at once from the
-weights in WORKDIR, runs the confirmatory tests (Holm over the family; a hypothesis holds
+sealed predictions and the sites' test responses (a site missing from WORKDIR is
+synthesized again from its seed; its test images must hash as sealed; no weights are
+needed), runs the confirmatory tests (Holm over the family; a hypothesis holds
 only when its Holm p < alpha and its Hodges-Lehmann estimate is in the registered
 direction) and writes RESULTSDIR/final/{table.md, summary.json, neurons.csv}. It runs
 once: an existing RESULTSDIR/final/summary.json is refused.
@@ -398,14 +403,62 @@ def train_model(exp, name, site_dir, run, log):
 
 
 # --------------------------------------------------------------------------- scoring
-def score_unit(exp, site, sm, seed, runs, split):
-    """Per-neuron rows of one unit on `split`: every model's CORR, PT_S, PT_J and the
-    causal triple test on that split's images (tfsacnn.analyze.causal_triples).
+def split_images(site, split):
+    """(N, S, S, 1) float32 images of one split of `site`; the responses are dropped as read."""
+    from tfsacnn import data as data_lib
 
-    runs: {model: run dir}. -> list of dicts (unit, surround_model, seed, neuron,
-    has_surround, noise_ceiling, model, and METRICS; NaN only for causal_fve/causal_corr
-    of controls, whose true change is 0)."""
+    return data_lib.load_numpy(site, split, verify=False)[0]
+
+
+def images_sha256(images):
+    """sha256 of an image array's bytes (which images the predictions were made on)."""
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(images, np.float32).tobytes()).hexdigest()
+
+
+def causal_design(exp, images, params):
+    """The causal stimuli on `images` (analyze.triple_design with the experiment's `causal`
+    settings): -> (weights (n, S, S), triples: list of n (triples, 3))."""
+    from tfsacnn.evaluation import analyze
+
+    c = exp["causal"]
+    return analyze.triple_design(images, params, c["triples"], seed=c["seed"],
+                                 seam=float(c["seam_px"]), fraction=float(c["centre_fraction"]))
+
+
+def predict_unit(exp, site, runs, split):
+    """Every model's predictions on one split, from its images and the simulator's params
+    only (no response is used): {model: {"images": (N, n) float32 predictions on the
+    split's images, "triples": (2, triples, n) float32 R(a|b), R(a|c) of each neuron's
+    causal stimuli (analyze.triple_responses)}}. runs: {model: run dir}."""
     import keras
+    import numpy as np
+
+    from data_prep import v1_model
+    from tfsacnn.evaluation import analyze
+
+    images = split_images(site, split)
+    weights, triples = causal_design(exp, images, v1_model.load_params(site / "ground_truth.npz"))
+    out = {}
+    for name, run in runs.items():
+        predict = analyze.model_predictor(analyze.load_run(run)["model"])
+        out[name] = {"images": np.asarray(predict(images), np.float32),
+                     "triples": analyze.triple_responses(predict, images, weights,
+                                                         triples).astype(np.float32)}
+        keras.backend.clear_session()
+    return out
+
+
+def score_predictions(exp, site, sm, seed, preds, split):
+    """Per-neuron rows of one unit on `split` from the models' predictions (`predict_unit`'s
+    dict): CORR, PT_S, PT_J against the split's responses, and the causal triple test
+    (analyze.causal_scores of R(a|b) - R(a|c) against the truth's, scale = the s.d. of
+    the predictions on the split's images).
+
+    -> list of dicts (unit, surround_model, seed, neuron, has_surround, noise_ceiling,
+    model, and METRICS; NaN only for causal_fve/causal_corr of controls, whose true change
+    is 0). TfsacnnError when a prediction's shape does not fit the split."""
     import numpy as np
 
     from data_prep import v1_model
@@ -418,19 +471,21 @@ def score_unit(exp, site, sm, seed, runs, split):
         ceiling = z["noise_ceiling" if split == "val" else f"noise_ceiling_{split}"].astype(float)
     params = v1_model.load_params(gt)
     images, y, reps = data_lib.load_numpy(site, split, verify=False, with_repeats=True)
-    c = exp["causal"]
+    weights, triples = causal_design(exp, images, params)
+    truth = analyze.triple_changes(lambda x: v1_model.responses(x[..., 0], params), images,
+                                   weights, triples)
     top_k = fit_config(exp, exp["models"][0])["eval"]["top_k"]
     rows = []
-    for name, run in runs.items():
-        model = analyze.load_run(run)["model"]
-        predict = analyze.model_predictor(model)
-        neurons = list(range(y.shape[1]))
-        scores = metrics_lib.evaluate(y, np.asarray(predict(images), np.float64), top_k=top_k,
-                                      repeats=reps)
-        res = analyze.causal_triples(predict, images, params, c["triples"], seed=c["seed"],
-                                     seam=float(c["seam_px"]), fraction=float(c["centre_fraction"]))
-        keras.backend.clear_session()
-        for n in neurons:
+    for name, p in preds.items():
+        pred = np.asarray(p["images"], np.float64)
+        resp = np.asarray(p["triples"], np.float64)
+        if pred.shape != y.shape or resp.shape != (2,) + truth.shape:
+            raise TfsacnnError(f"{site}: the {split} predictions of {name} have shapes "
+                               f"{pred.shape}, {resp.shape}; the split needs {y.shape}, "
+                               f"{(2,) + truth.shape}")
+        scores = metrics_lib.evaluate(y, pred, top_k=top_k, repeats=reps)
+        res = analyze.causal_scores(resp[0] - resp[1], truth, pred.std(0))
+        for n in range(y.shape[1]):
             rows.append({"unit": site.name, "surround_model": sm, "seed": seed, "neuron": n,
                          "has_surround": bool(params["has_surround"][n]),
                          "noise_ceiling": float(ceiling[n]), "model": name,
@@ -438,6 +493,57 @@ def score_unit(exp, site, sm, seed, runs, split):
                          "causal_fve": float(res["fve"][n]), "causal_corr": float(res["corr"][n]),
                          "false_surround": float(res["change_rms"][n])})
     return rows
+
+
+def score_unit(exp, site, sm, seed, runs, split):
+    """`score_predictions` of the trained runs' predictions ({model: run dir}) on `split`."""
+    return score_predictions(exp, site, sm, seed, predict_unit(exp, site, runs, split), split)
+
+
+def sealed_path(results, name):
+    return pathlib.Path(results) / f"{name}.sealed.npz"
+
+
+def write_sealed(path, name, commit, config_hash, test_sha256, preds):
+    """RESULTSDIR/<unit>.sealed.npz: the models' test predictions (`predict_unit`), the
+    unit, commit, config hash and the sha256 of the test images they were made on."""
+    import numpy as np
+
+    from tfsacnn.files import temporary
+
+    arrays = {"unit": np.str_(name), "commit": np.str_(commit),
+              "config_sha256": np.str_(config_hash), "test_images_sha256": np.str_(test_sha256)}
+    for m, p in preds.items():
+        arrays[f"{m}.images"] = np.asarray(p["images"], np.float32)
+        arrays[f"{m}.triples"] = np.asarray(p["triples"], np.float32)
+    path = pathlib.Path(path)
+    with temporary(path, ".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+
+
+def read_sealed(path, exp, name, rec):
+    """(`predict_unit`'s dict, test images sha256) from a sealed file; ConfigError when it
+    is missing, unreadable, or of another unit, model set, commit or config than `rec`."""
+    import numpy as np
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing: unit {name} has no sealed test predictions "
+                          f"(written when the unit finished)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a sealed predictions file ({e})") from None
+    want = {"unit": name, "commit": rec.get("commit"), "config_sha256": rec.get("config_sha256")}
+    keys = set(want) | {"test_images_sha256"} | {f"{m}.{k}" for m in exp["models"]
+                                                  for k in ("images", "triples")}
+    if set(a) != keys or any(str(a[k]) != str(v) for k, v in want.items()):
+        raise ConfigError(f"{path}: not the sealed predictions of unit {name} with models "
+                          f"{', '.join(exp['models'])} and the commit/config of {name}.json")
+    return ({m: {k: a[f"{m}.{k}"] for k in ("images", "triples")} for m in exp["models"]},
+            str(a["test_images_sha256"]))
 
 
 # --------------------------------------------------------------------------- statistics
@@ -640,7 +746,8 @@ def read_records(exp, results):
 
 
 def run_unit(exp, out, results, name, sm, seed, log):
-    """Synthesize, train every model (val only), score val, write RESULTSDIR/<unit>.json."""
+    """Synthesize, train every model (val only), score val, write the models' sealed test
+    predictions RESULTSDIR/<unit>.sealed.npz, then RESULTSDIR/<unit>.json."""
     t0 = time.perf_counter()
     site = out / "sites" / name
     seconds = {"site": round(make_site(exp, site, sm, seed, log), 1)}
@@ -651,12 +758,17 @@ def run_unit(exp, out, results, name, sm, seed, log):
     t = time.perf_counter()
     rows = score_unit(exp, site, sm, seed, runs, "val")
     seconds["score_val"] = round(time.perf_counter() - t, 1)
-    seconds["total"] = round(time.perf_counter() - t0, 1)
-    rec = _clean({"unit": name, "surround_model": sm, "seed": seed, "split": "val",
-                  "commit": code_commit(), "config_sha256": config_sha256(exp),
-                  "preregistered": exp["preregistered"], "seconds": seconds, "rows": rows})
+    t = time.perf_counter()
+    commit, config_hash = code_commit(), config_sha256(exp)
     path = unit_record_path(results, name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_sealed(sealed_path(results, name), name, commit, config_hash,
+                 images_sha256(split_images(site, "test")), predict_unit(exp, site, runs, "test"))
+    seconds["predict_test"] = round(time.perf_counter() - t, 1)
+    seconds["total"] = round(time.perf_counter() - t0, 1)
+    rec = _clean({"unit": name, "surround_model": sm, "seed": seed, "split": "val",
+                  "commit": commit, "config_sha256": config_hash,
+                  "preregistered": exp["preregistered"], "seconds": seconds, "rows": rows})
     write_text(path, json.dumps(rec, indent=1))
     log(f"unit {name}: done in {seconds['total']} s -> {path}")
     return seconds["total"]
@@ -709,19 +821,17 @@ def final(exp, out, results, allow_mixed, log):
         if not allow_mixed:
             raise TfsacnnError(f"{results}: {msg}; use --allow-mixed-code to analyse them anyway")
         mixed = msg
+    sealed = {n: read_sealed(sealed_path(results, n), exp, n, recs[n]) for n, _, _ in units(exp)}
     rows = []
     for name, sm, seed in units(exp):
-        runs = {m: out / "runs" / name / m for m in exp["models"]}
         site = out / "sites" / name
-        lost = [str(r) for r in [site / "ground_truth.npz"] + [r / "metrics.json" for r in runs.values()]
-                if not r.is_file()]
-        if lost:
-            raise TfsacnnError(f"{out}: unit {name} has no trained weights or site here "
-                               f"({lost[0]}); --final needs the WORKDIR the units trained in")
-    for name, sm, seed in units(exp):
+        make_site(exp, site, sm, seed, log)       # regenerated from its seed when not here
+        preds, sha = sealed[name]
+        if images_sha256(split_images(site, "test")) != sha:
+            raise TfsacnnError(f"{site}: its test images are not those unit {name}'s "
+                               f"predictions were sealed on")
         log(f"unit {name}: scoring the test split")
-        runs = {m: out / "runs" / name / m for m in exp["models"]}
-        rows += score_unit(exp, out / "sites" / name, sm, seed, runs, "test")
+        rows += score_predictions(exp, site, sm, seed, preds, "test")
     df = pd.DataFrame(rows)
     tests = statistics(exp, df)
     desc = descriptive(exp, df)

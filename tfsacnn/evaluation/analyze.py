@@ -440,10 +440,9 @@ def driving_images(clean, fraction=CENTRE_FRACTION):
     return [order[:k, j].astype(np.int64) for j in range(clean.shape[1])]
 
 
-def triple_changes(predict, images, weights, triples, columns=None):
-    """R(a|b) - R(a|c) per neuron: (n_triples, n) float64, with R(a|b) the response to the
-    composite of a's CRF and b's surround. Both terms carry a foreign surround on the same
-    centre, so the change does not mix in "remove a's own surround".
+def triple_responses(predict, images, weights, triples, columns=None):
+    """R(a|b) and R(a|c) per neuron: (2, n_triples, n) float64, with R(a|b) the response of
+    each neuron's column to the composite of a's CRF and b's surround.
 
     predict: images (B, S, S, 1) -> (B, n_out); images (N, S, S, 1); weights (n, S, S)
     from `crf_weights`; triples: list of n (p, 3) arrays from `swap_triples`; columns:
@@ -458,9 +457,18 @@ def triple_changes(predict, images, weights, triples, columns=None):
     out, s = [], 0
     for col, t in zip(columns, triples):
         p = len(t)
-        out.append(pred[s:s + p, col] - pred[s + p:s + 2 * p, col])
+        out.append(np.stack([pred[s:s + p, col], pred[s + p:s + 2 * p, col]]))
         s += 2 * p
-    return np.stack(out, axis=1)
+    return np.stack(out, axis=2)
+
+
+def triple_changes(predict, images, weights, triples, columns=None):
+    """R(a|b) - R(a|c) per neuron: (n_triples, n) float64 (`triple_responses`' difference).
+    Both terms carry a foreign surround on the same centre, so the change does not mix in
+    "remove a's own surround". Arguments as `triple_responses`.
+    """
+    r = triple_responses(predict, images, weights, triples, columns)
+    return r[0] - r[1]
 
 
 def causal_scores(model_change, true_change, scale):
@@ -488,17 +496,12 @@ def causal_scores(model_change, true_change, scale):
     return {"corr": corr, "fve": fve, "change_rms": rms}
 
 
-def causal_triples(predict, images, params, n_triples=SURROUND_PAIRS, seed=0, columns=None,
-                   seam=SEAM_PX, fraction=CENTRE_FRACTION):
-    """The unconfounded causal surround test of a model on a simulated site's images.
-
-    Per neuron: centres from its driving images (`driving_images` of the noise-free
-    truth), two foreign surrounds each (`swap_triples`, seed + neuron), the change
-    R(a|b) - R(a|c) of the model and of the truth, scored by `causal_scores`.
-    predict, images, params, columns as `causal_surround`.
-    -> {"triples" (list of (p, 3)), "model_change", "true_change" ((p, n) each),
-    "has_surround" (n,), and `causal_scores`' corr, fve, change_rms}.
-    """
+def triple_design(images, params, n_triples=SURROUND_PAIRS, seed=0, seam=SEAM_PX,
+                  fraction=CENTRE_FRACTION):
+    """The causal triple test's stimuli on `images` (N, S, S, 1) of a simulated site, from
+    the images and the simulator's `params` only (no recorded response): -> (weights (n, S, S)
+    from `crf_weights`, triples: list of n (n_triples, 3) from `swap_triples`, centres from
+    each neuron's driving images of the noise-free truth, seed + neuron)."""
     from data_prep import v1_model
 
     size = images.shape[1]
@@ -506,6 +509,22 @@ def causal_triples(predict, images, params, n_triples=SURROUND_PAIRS, seed=0, co
     clean = v1_model.responses(images[..., 0], params)
     triples = [swap_triples(d, len(images), n_triples, seed + j)
                for j, d in enumerate(driving_images(clean, fraction))]
+    return weights, triples
+
+
+def causal_triples(predict, images, params, n_triples=SURROUND_PAIRS, seed=0, columns=None,
+                   seam=SEAM_PX, fraction=CENTRE_FRACTION):
+    """The unconfounded causal surround test of a model on a simulated site's images.
+
+    Per neuron: the stimuli of `triple_design`, the change R(a|b) - R(a|c) of the model
+    and of the truth, scored by `causal_scores`.
+    predict, images, params, columns as `causal_surround`.
+    -> {"triples" (list of (p, 3)), "model_change", "true_change" ((p, n) each),
+    "has_surround" (n,), and `causal_scores`' corr, fve, change_rms}.
+    """
+    from data_prep import v1_model
+
+    weights, triples = triple_design(images, params, n_triples, seed, seam, fraction)
     truth = triple_changes(lambda x: v1_model.responses(x[..., 0], params), images, weights, triples)
     model = triple_changes(predict, images, weights, triples, columns)
     cols = np.arange(len(weights)) if columns is None else np.asarray(columns)
