@@ -101,7 +101,7 @@ def test_multiworker_without_tf_config_is_refused(monkeypatch):
 def test_bad_neurons_flag_is_named(site, tmp_path, capsys):
     from tfsacnn.cli import fit
     from tfsacnn.errors import ConfigError
-    from tfsacnn.evaluation.analyze import _select
+    from tfsacnn.evaluation.analyze import select_neurons
 
     out = tmp_path / "run"
     code = fit.main(["--config", str(_tiny_config(tmp_path)), "--data", str(site),
@@ -110,7 +110,7 @@ def test_bad_neurons_flag_is_named(site, tmp_path, capsys):
     assert code == 2 and err[0].startswith("error: --neurons abc: "), err
     assert not out.exists()
     with pytest.raises(ConfigError, match=r"^--neurons 7: index 7 out of range"):
-        _select("7", [0, 1, 2], 3)                                   # analyze --neurons 7
+        select_neurons("7", [0, 1, 2], 3)                                   # analyze --neurons 7
 
 
 # ---------------------------------------- `tfsacnn <command> --help` names itself (V7)
