@@ -311,3 +311,13 @@ def _pyproject_dependencies():
     import tomllib
 
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def test_importing_the_insilico_package_starts_no_backend():
+    """TensorFlow's start-up lines are dropped only if it is imported after quiet_tensorflow:
+    the in-silico modules (and `python -m tfsacnn.insilico.compare`) import no backend."""
+    code = ("import sys\nimport tfsacnn.insilico, tfsacnn.insilico.compare, tfsacnn.cli.insilico\n"
+            "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert r.returncode == 0 and r.stdout == "[]\n", r.stderr

@@ -70,7 +70,9 @@ def write_insilico_fixture(directory):
     import json
 
     from data_prep.synthesize import synthesize
+    from tests.conftest import calibrate_statistics
     from tests.test_insilico import FAST, make_run
+    from tests.jax.test_insilico_jax import CLASSIC
     from tfsacnn.insilico import load_twin
     from tfsacnn.insilico.experiments import run_experiments
 
@@ -78,9 +80,13 @@ def write_insilico_fixture(directory):
                       seed=1, surround_fraction=0.5, progress=False)
     (directory / "insilico_settings.json").write_text(json.dumps(FAST))
     for core in CORES:
-        run, _ = make_run(directory / "insilico_runs", site, core, neurons=(0, 1))
+        run, model = make_run(directory / "insilico_runs", site, core, neurons=(0, 1))
         twin = load_twin(run)
-        res = run_experiments(twin, twin, settings=FAST)
+        calibrate_statistics(model, twin.preprocess(twin.dataset_images))
+        model.save(run / "model.keras")
+        twin = load_twin(run)
+        assert twin.dataset_responses().std(0).min() > 0.01        # well-conditioned
+        res = run_experiments(twin, twin, names=CLASSIC, settings=FAST)
         arrays = {f"{e}/{q}": np.asarray(v, np.float64)
                   for e, r in res.items() for q, v in r["per_neuron"].items()}
         arrays.update({f"{e}/curve/{c}": np.asarray(v) for e, r in res.items()
@@ -89,22 +95,34 @@ def write_insilico_fixture(directory):
                  dataset_responses=twin.dataset_responses(), **arrays)
 
 
-def test_jax_sub_suite_passes(tmp_path):
+def start_sub_suite(directory):
+    """Write the fixtures into `directory` and start tests/jax under KERAS_BACKEND=jax in
+    the background -> (Popen, log path). tests/conftest.py starts it at the first test of
+    a session that will run `test_jax_sub_suite_passes`, so that it runs beside the
+    TensorFlow tests (on another core) instead of after them."""
     for name in models.names():
         for core in CORES:
-            write_model_fixture(tmp_path / f"{name}-{core}.npz", name, core)
-    write_data_fixture(tmp_path)
-    write_insilico_fixture(tmp_path)
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TFSACNN_JAX_FIXTURES": str(tmp_path),
+            write_model_fixture(directory / f"{name}-{core}.npz", name, core)
+    write_data_fixture(directory)
+    write_insilico_fixture(directory)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TFSACNN_JAX_FIXTURES": str(directory),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        "-rs", "tests/jax"], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=600)
-    tail = (r.stdout + r.stderr)[-6000:]
+    log = directory / "jax-sub-suite.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                 "-rs", "--durations=12", "tests/jax"], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+    return proc, log
+
+
+def test_jax_sub_suite_passes(jax_sub_suite):
+    proc, log = jax_sub_suite
+    try:
+        proc.wait(timeout=900)
+    finally:
+        proc.kill()
+    text = log.read_text()
+    tail = text[-6000:]
     print(tail)
-    assert r.returncode == 0, tail
-    assert " passed" in r.stdout and "skipped" not in r.stdout, tail
-
-
-if __name__ == "__main__":
-    pytest.main([__file__])
+    assert proc.returncode == 0, tail
+    assert " passed" in text and "skipped" not in text, tail

@@ -212,7 +212,8 @@ def test_evaluate_bad_input_is_one_line(tiny_run, site, tmp_path, capsys):
         f"error: {run / 'metrics.json'}: not valid JSON")
     assert error("--run", str(tmp_path / "nowhere")).endswith("nowhere: no such run directory")
     # --out: a directory is refused with nothing left behind; a new parent is created
-    assert error("--run", str(tiny_run), "--out", str(tmp_path)).endswith("Is a directory")
+    assert error("--run", str(tiny_run), "--out", str(tmp_path)).endswith(
+        ": is a directory; --out names a file")
     assert not (tmp_path.parent / (tmp_path.name + ".tmp")).exists()
     assert evaluate.main(["--run", str(tiny_run), "--out", str(tmp_path / "new" / "e.json")]) == 0
     assert json.loads((tmp_path / "new" / "e.json").read_text())["n_images"] == 100

@@ -52,11 +52,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
 
     def run():
-        from tfsacnn.files import read_yaml
-        from tfsacnn.insilico.run import insilico
         from tfsacnn.quiet import quiet_tensorflow
 
-        quiet_tensorflow(args.verbose)
+        quiet_tensorflow(args.verbose)      # before anything imports TensorFlow
+        from tfsacnn.files import read_yaml
+        from tfsacnn.insilico.run import insilico
+
         settings = read_yaml(args.settings) if args.settings else None
         for key in ("steps", "seeds"):
             value = getattr(args, f"mei_{key}")

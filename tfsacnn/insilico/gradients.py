@@ -16,7 +16,6 @@ j depends only on image j, `grad[:, j]` is neuron j's own gradient, scaled by it
 the jitted function as arguments (through a `keras.StatelessScope`), so the compiled
 function does not hold the weights as constants.
 """
-import keras
 import numpy as np
 
 from ..errors import ConfigError
@@ -24,6 +23,8 @@ from ..errors import ConfigError
 
 def value_and_grad(fn, variables=()):
     """The backend's path for `fn` (see the module docstring)."""
+    import keras        # here, not at import: `import tfsacnn.insilico` starts no backend
+
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return _tf_value_and_grad(fn)
@@ -52,6 +53,7 @@ def _tf_value_and_grad(fn):
 
 def _jax_value_and_grad(fn, variables=()):
     import jax
+    import keras
     import jax.numpy as jnp
 
     variables = list(variables)
