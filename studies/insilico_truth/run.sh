@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Exploratory: does ff_sa_cnn recover the simulator's ground truth better than ff_cnn?
-# One fixed-surround and one gated-surround site (12 neurons, 3000 train / 500 val images, no test split),
-# (seeds distinct from every site of studies/sa_vs_cnn), each model trained 6 epochs, then `tfsacnn insilico` on both and a paired comparison.
+# One fixed-surround and one gated-surround site (12 neurons, 3000 train / 500 val images,
+# no test split; seeds used by no site of studies/sa_vs_cnn); each model trained 6 epochs,
+# then `tfsacnn insilico` on both and a paired comparison.
 # From the repository root:  bash studies/insilico_truth/run.sh WORKDIR  (a new, empty one:
 # existing sites, runs and in-silico results there are reused, whatever code made them)
 set -euo pipefail
