@@ -382,18 +382,27 @@ def causal_surround(predict, images, params, n_pairs=SURROUND_PAIRS, seed=0, col
     -> {"pairs", "model_change", "true_change" ((n_pairs, n) each), "has_surround" (n,),
     and `surround_score`'s corr, slope, change_rms}.
     """
-    from data_prep import v1_model
-
     size = images.shape[1]
     weights = crf_weights(size, params["x0"], params["y0"], params["crf_radius"], seam)
     pairs = swap_pairs(len(images), n_pairs, seed)
-    truth = surround_changes(lambda x: v1_model.responses(x[..., 0], params), images, weights, pairs)
-    model = surround_changes(predict, images, weights, pairs, columns)
-    cols = np.arange(len(weights)) if columns is None else np.asarray(columns)
-    scale = np.asarray(predict(images), np.float64)[:, cols].std(0)
+    model, truth, scale = model_and_true_changes(surround_changes, predict, images, params,
+                                                 weights, pairs, columns)
     return {"pairs": pairs, "model_change": model, "true_change": truth,
             "has_surround": np.asarray(params["has_surround"], bool),
             **surround_score(model, truth, scale)}
+
+
+def model_and_true_changes(changes, predict, images, params, weights, design, columns=None):
+    """`changes(system, images, weights, design[, columns])` of the model and of the
+    site's noise-free neurons -> (model change, true change, the model's response s.d.
+    over `images` per neuron (n,))."""
+    from data_prep import v1_model
+
+    truth = changes(lambda x: v1_model.responses(x[..., 0], params), images, weights, design)
+    model = changes(predict, images, weights, design, columns)
+    cols = np.arange(len(weights)) if columns is None else np.asarray(columns)
+    scale = np.asarray(predict(images), np.float64)[:, cols].std(0)
+    return model, truth, scale
 
 
 def causal_summary(result):
@@ -522,13 +531,9 @@ def causal_triples(predict, images, params, n_triples=SURROUND_PAIRS, seed=0, co
     -> {"triples" (list of (p, 3)), "model_change", "true_change" ((p, n) each),
     "has_surround" (n,), and `causal_scores`' corr, fve, change_rms}.
     """
-    from data_prep import v1_model
-
     weights, triples = triple_design(images, params, n_triples, seed, seam, fraction)
-    truth = triple_changes(lambda x: v1_model.responses(x[..., 0], params), images, weights, triples)
-    model = triple_changes(predict, images, weights, triples, columns)
-    cols = np.arange(len(weights)) if columns is None else np.asarray(columns)
-    scale = np.asarray(predict(images), np.float64)[:, cols].std(0)
+    model, truth, scale = model_and_true_changes(triple_changes, predict, images, params,
+                                                 weights, triples, columns)
     return {"triples": triples, "model_change": model, "true_change": truth,
             "has_surround": np.asarray(params["has_surround"], bool),
             **causal_scores(model, truth, scale)}
