@@ -72,6 +72,19 @@ def test_tiny_study_units_are_sealed_pinned_and_resumable(tiny_study, capsys, mo
     assert summary["split"] == "test" and len(summary["hypotheses"]) == 4
     df = pd.read_csv(results / "final" / "neurons.csv")
     assert len(df) == 2 * 2 * 3 and set(df["unit"]) == set(exp["unit_order"])
+    # the full study's s.d. of H1's paired CORR difference, beside the pilot's
+    for sm in exp["sites"]["surround_models"]:
+        one = df[df["surround_model"] == sm]
+        wide = one.pivot_table(index=["unit", "neuron"], columns="model", values="corr")
+        surround = one.groupby(["unit", "neuron"])["has_surround"].first()
+        for group, mask in (("surround", surround), ("control", ~surround)):
+            d = (wide["ff_sa_cnn"] - wide["ff_cnn"])[mask]
+            got = summary["sd"][sm]["H1"][f"sd_{group}"]
+            if len(d) > 1:
+                np.testing.assert_allclose(got, d.std(ddof=1), rtol=1e-6)
+            else:
+                assert got is None
+    assert "beside the pilot's" in md
     # the test split is read once
     assert experiment.main(_argv(out, results, "--final", "--allow-mixed-code")) == 2
     assert "read once" in capsys.readouterr().err

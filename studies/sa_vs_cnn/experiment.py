@@ -650,7 +650,7 @@ def _digits(metric):
     return "+.1f" if metric in SCALE else "+.3f"
 
 
-def markdown(exp, tests, desc, explore, mixed):
+def markdown(exp, tests, desc, explore, mixed, sd=None):
     from tfsacnn.evaluation import compare
 
     s = exp["sites"]
@@ -687,6 +687,18 @@ def markdown(exp, tests, desc, explore, mixed):
             f"{t['n_missing']} | {compare.format_p(t['p'])} | "
             f"{compare.format_p(t['p_holm'] if t['p_holm'] is not None else math.nan)} | "
             f"{'yes' if t['holds'] else 'no'} |")
+    if sd:
+        lines += ["", ("Per-neuron s.d. of each hypothesis' paired difference here, beside the "
+                       "pilot's that sized the study (`sample_size`):"), "",
+                  "| surround model | hypothesis | s.d. surround (n) | s.d. control (n) |",
+                  "|---|---|---|---|"]
+        for sm, per in sd.items():
+            for hid, e in per.items():
+                lines.append(f"| {sm} | {hid} | {_f(e['sd_surround'], '.3f')} ({e['n_surround']}) "
+                             f"| {_f(e['sd_control'], '.3f')} ({e['n_control']}) |")
+        pilot = exp["sample_size"].get("pilot_sd")
+        if pilot:
+            lines += ["", f"Pilot s.d.: {json.dumps(pilot)}."]
     lines += ["", "### Exploratory (not pre-registered; no correction)", "",
               ("Means ± s.e.m. over neurons pooled across units. causal_fve / causal_corr: the "
                "triple test R(a|b) - R(a|c) against the truth's (surround neurons; undefined "
@@ -836,10 +848,12 @@ def final(exp, out, results, allow_mixed, log):
     tests = statistics(exp, df)
     desc = descriptive(exp, df)
     explore = exploratory_pairs(exp, df)
-    md = markdown(exp, tests, desc, explore, mixed)
+    sd = pilot_sd(exp, df)
+    md = markdown(exp, tests, desc, explore, mixed, sd)
     summary = _clean({"experiment": exp, "split": "test", "commit": want[0],
                       "config_sha256": want[1], "mixed_code": mixed or None,
-                      "hypotheses": tests, "exploratory": {"descriptive": desc, "paired": explore}})
+                      "hypotheses": tests, "sd": sd,
+                      "exploratory": {"descriptive": desc, "paired": explore}})
     final_dir.mkdir(parents=True, exist_ok=True)
     write_text(final_dir / "neurons.csv", df.to_csv(index=False))
     write_text(final_dir / "table.md", md)
