@@ -26,10 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from data_prep import loaders, preprocess  # noqa: E402
-from data_prep.writer import write_dataset  # noqa: E402
+from data_prep.writer import check_dataset_out, write_dataset  # noqa: E402
 from tfsacnn.errors import (ConfigError, DataError, OneLineParser, add_output_flags,  # noqa: E402
                             int_at_least, run_cli)
-from tfsacnn.files import check_out  # noqa: E402
+
 
 SACNN_FILES = {"train_images": "train_img_{site}.npy", "train_responses": "trainRsp_{site}.npy",
                "val_images": "val_img_{site}.npy", "val_responses": "valRsp_{site}.npy"}
@@ -271,7 +271,7 @@ def _write_index(splits: dict):
 
 def build(args, argv=None) -> Path:
     """Run the whole conversion for parsed `args`; return the dataset directory."""
-    check_out(args.out, args.overwrite, "manifest.json", "dataset", DataError)
+    check_dataset_out(args.out, args.overwrite)
     if args.shard_size < 1:
         raise ConfigError(f"--shard-size: must be >= 1, got {args.shard_size}")
     if args.size is not None and args.size < 1:

@@ -35,9 +35,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from data_prep import stimuli, v1_model  # noqa: E402
+from data_prep.writer import check_dataset_out  # noqa: E402
 from tfsacnn.errors import (ConfigError, DataError, OneLineParser, add_output_flags,  # noqa: E402
                             int_at_least, run_cli)
-from tfsacnn.files import check_out  # noqa: E402
+
 
 __all__ = ["synthesize", "response_statistics", "statistics_summary", "generate_site", "main",
            "build_parser", "REAL_RANGES"]
@@ -198,7 +199,7 @@ def synthesize(out, neurons=32, train=5000, val=1000, test=0, repeats=10, size=5
         raise ConfigError(f"--surround-model: must be one of {', '.join(v1_model.SURROUND_MODELS)}, "
                           f"got {surround_model!r}")
     out = Path(out)
-    check_out(out, overwrite, "manifest.json", "dataset", DataError)
+    check_dataset_out(out, overwrite)
     if images is not None and not Path(images).exists():
         raise DataError(f"{images}: not found")
 

@@ -241,6 +241,26 @@ def _manifest(splits, shards, size, n, neuron_ids, preprocessing, normalization,
     }
 
 
+DATASET_FILES = ("manifest.json", "ground_truth.npz", "image_index.csv")
+_SHARD = re.compile(r"^[A-Za-z0-9_]+-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
+
+
+def check_dataset_out(out, overwrite) -> None:
+    """Refuse an output dataset directory `out` that exists without `overwrite`, that is
+    no dataset, or that holds anything a dataset does not write (a run trained into it,
+    the user's notes): --overwrite replaces the whole directory, so it would delete them."""
+    check_out(out, overwrite, "manifest.json", "dataset", DataError)
+    out = Path(out)
+    if not (out / "manifest.json").is_file():
+        return
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in DATASET_FILES and not _SHARD.match(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise DataError(f"{out}: holds {shown}, not part of the dataset; --overwrite would "
+                        f"delete it (move it out first)")
+
+
 def write_dataset(out, splits, *, neuron_ids=None, preprocessing=None, normalization=None, sources=None,
                   command=None, shard_size=10000, overwrite=False, extra_manifest=None, extra_files=None,
                   progress=True) -> Path:
@@ -265,7 +285,7 @@ def write_dataset(out, splits, *, neuron_ids=None, preprocessing=None, normaliza
         clash = set(extra_manifest) & set(_manifest({}, {}, size, n, neuron_ids, None, None, None, ""))
         if clash:
             raise DataError(f"extra_manifest: keys {sorted(clash)} are reserved")
-    check_out(out, overwrite, "manifest.json", "dataset", DataError)
+    check_dataset_out(out, overwrite)
 
     def write(tmp: Path) -> None:
         tmp.mkdir()

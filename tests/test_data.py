@@ -354,9 +354,14 @@ def test_cli_existing_out_untouched(tiny, capsys):
     assert (tiny / "out" / "keep").exists()
     (tiny / "out" / "keep").unlink()
     build("--out", tiny / "out", *argv, "--overwrite")          # empty: written
-    (tiny / "out" / "keep").write_text("x")
+    (tiny / "out" / "keep").write_text("x")                     # a dataset holding a user's file
+    with pytest.raises(SystemExit):
+        build("--out", tiny / "out", *argv, "--overwrite")
+    assert "out: holds keep, not part of the dataset" in capsys.readouterr().err
+    assert (tiny / "out" / "keep").read_text() == "x"
+    (tiny / "out" / "keep").unlink()
     build("--out", tiny / "out", *argv, "--overwrite")          # a dataset: replaced
-    assert not (tiny / "out" / "keep").exists() and data.read_manifest(tiny / "out")["n_neurons"] == 3
+    assert data.read_manifest(tiny / "out")["n_neurons"] == 3
 
 
 def test_mixed_sizes_accepted_with_size(tiny, capsys):

@@ -114,6 +114,15 @@ def test_overwrite_replaces_a_dataset_and_nothing_else(tmp_path):
     first = (site / "ground_truth.npz").read_bytes()
     synthesize(site, seed=2, overwrite=True, **kw)                 # a dataset is replaced
     assert (site / "ground_truth.npz").read_bytes() != first
+    # ... but not with a run (or anything else the dataset did not write) inside it
+    run = site / "runs" / "ff_cnn"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    before = sorted(p.name for p in site.iterdir())
+    with pytest.raises(DataError, match=r"site: holds runs, not part of the dataset; "
+                                        r"--overwrite would delete it"):
+        synthesize(site, seed=3, overwrite=True, **kw)
+    assert sorted(p.name for p in site.iterdir()) == before and (run / "metrics.json").is_file()
 
 
 def test_real_images(tmp_path):
