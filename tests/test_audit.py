@@ -286,3 +286,13 @@ def test_overwrite_of_the_init_from_run_is_refused_and_keeps_it(site, tmp_path, 
     assert code == 2 and len(err) == 1 and "train.init_from names the run" in err[0], err
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
     assert (run / "model.keras").read_bytes() == b"the user's model"
+
+
+def test_evaluate_of_a_run_without_saved_model_names_the_tfsacnn_command(tmp_path, capsys):
+    """A run trained under JAX has no saved_model/: one line naming `tfsacnn export`."""
+    from tfsacnn.evaluation import evaluate
+
+    run = _fake_run(tmp_path, tmp_path / "data")
+    assert evaluate.main(["--run", str(run)]) == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and f"`tfsacnn export --run {run}`" in err[0], err

@@ -71,7 +71,7 @@ def evaluate_run(run, data=None, split=None, top_k=10, batch_size=500):
         raise TfsacnnError(f"{run}: no such run directory")
     sm = run / "saved_model"
     if not (sm / "saved_model.pb").exists():
-        raise TfsacnnError(f"{sm}: no SavedModel here (python -m tfsacnn.export --run {run} "
+        raise TfsacnnError(f"{sm}: no SavedModel here (`tfsacnn export --run {run}` "
                            f"writes it from model.keras)")
     check_stamp(run)
     if data is None:
