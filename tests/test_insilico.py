@@ -9,7 +9,9 @@ import yaml
 
 from tests.conftest import randomize_statistics
 from tfsacnn import models
+from tfsacnn import runs as runs_lib
 from tfsacnn.insilico import experiments as ex
+from tfsacnn.insilico import run as insilico_run
 from tfsacnn.insilico import forward, stimuli, truth as itruth
 
 SMALL = dict(channels=4, dropout=0.0, seed=0)
@@ -157,7 +159,7 @@ def make_run(root, site, core, name="ff_sa_cnn", neurons=(0, 1, 2), data=True):
     run = root / f"{name}_{core}"
     run.mkdir(parents=True)
     m.save(run / "model.keras")
-    entry = {"dir": str(site)} if data else {}
+    entry = {"dir": str(site), "manifest_sha256": runs_lib.manifest_sha256(site)} if data else {}
     (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": name, "core": core},
                                                      "data": entry}))
     (run / "metrics.json").write_text(json.dumps({"model": name, "neurons": list(neurons),
@@ -221,6 +223,24 @@ def test_cli_writes_model_and_truth_results(runs, core, tmp_path, capsys):
     assert 0 <= res["recovery"]["closed_loop_fraction_above_1"] <= 1
     assert np.load(out / "curves.npz")["model/mei/mei"].shape == (3, 50, 50)
     assert list(tb.glob("events.out.tfevents.*"))
+
+
+def test_another_dataset_is_written_apart_from_the_runs_own(runs, site, tmp_path):
+    """--data naming another dataset: results go to RUN/insilico_<dataset>, never into
+    RUN/insilico (the run's own data's results)."""
+    import shutil
+
+    src, _ = runs["independent"]
+    run = shutil.copytree(src, tmp_path / "run")
+    other = shutil.copytree(site, tmp_path / "other")
+    m = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**m, "rebuilt": True}))
+    res = insilico_run.insilico(run, data_dir=other, experiments="rf", log=lambda *a: None)
+    assert res["data"] == str(other)
+    assert (run / "insilico_other" / "insilico.json").is_file()
+    assert not (run / "insilico").exists()
+    res = insilico_run.insilico(run, experiments="rf", log=lambda *a: None)
+    assert res["data"] == str(site) and (run / "insilico" / "insilico.json").is_file()
 
 
 def test_bad_input_is_one_line(runs, site, tmp_path, capsys):

@@ -104,9 +104,10 @@ def test_resume_refuses_a_dataset_rebuilt_in_place(trained, tmp_path, capsys):
     assert _files(r) == before
 
 
-@pytest.mark.parametrize("command", ["evaluate", "export", "analyze"])
+@pytest.mark.parametrize("command", ["evaluate", "export", "analyze", "insilico"])
 def test_commands_refuse_the_runs_own_data_changed(trained, tmp_path, capsys, command):
     from tfsacnn import export
+    from tfsacnn.cli import insilico
     from tfsacnn.evaluation import analyze, evaluate
 
     run, data = trained
@@ -114,7 +115,8 @@ def test_commands_refuse_the_runs_own_data_changed(trained, tmp_path, capsys, co
     before = _files(r)
     main = {"evaluate": lambda: evaluate.main(["--run", str(r), "--save"]),
             "export": lambda: export.main(["--run", str(r)]),
-            "analyze": lambda: analyze.main(["--run", str(r), "--split", "val"])}[command]
+            "analyze": lambda: analyze.main(["--run", str(r), "--split", "val"]),
+            "insilico": lambda: insilico.main(["--run", str(r)])}[command]
     assert main() == 2
     _one_line(capsys, "has changed since", str(r))
     assert _files(r) == before
@@ -201,6 +203,7 @@ def test_resume_without_tensorflow_export_removes_the_stale_saved_model(
 # ------------------------------------------------------------------ one lock for every writer
 def test_every_writer_is_refused_while_the_run_is_locked(trained, tmp_path, capsys):
     from tfsacnn import export
+    from tfsacnn.cli import insilico
     from tfsacnn.evaluation import analyze, evaluate
 
     run, data = trained
@@ -209,6 +212,7 @@ def test_every_writer_is_refused_while_the_run_is_locked(trained, tmp_path, caps
     writers = {"evaluate --save": lambda: evaluate.main(["--run", str(r), "--save"]),
                "export": lambda: export.main(["--run", str(r)]),
                "analyze": lambda: analyze.main(["--run", str(r), "--split", "val"]),
+               "insilico": lambda: insilico.main(["--run", str(r)]),
                "fit --resume": lambda: fit.main(["--out", str(r), "--resume"]),
                "fit --overwrite": lambda: fit.main(["--config", str(REPO / "configs/ff_sa_cnn.yaml"),
                                                     "--data", str(data), "--out", str(r), "--overwrite",

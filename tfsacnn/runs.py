@@ -66,11 +66,12 @@ LOCK = ".tfsacnn.lock"
 class RunLock:
     """Exclusive lock on a run directory while one process writes it (`flock`).
 
-    Every command that writes into a run (fit, evaluate --save, export, analyze into the
-    run) holds it; a second writer is refused with one line naming the holder. The kernel
-    drops the lock when its process ends, however it ends, so a killed run never blocks a
-    later `--resume`. The (empty) lock file stays in the run directory. Once locked, the
-    temporaries a killed writer left in the run (and its checkpoints/) are deleted.
+    Every command that writes into a run (fit, evaluate --save, export, analyze and
+    insilico into the run, import-torch --overwrite) holds it; a second writer is refused
+    with one line naming the holder. The kernel drops the lock when its process ends,
+    however it ends, so a killed run never blocks a later `--resume`. The (empty) lock
+    file stays in the run directory. Once locked, the temporaries a killed writer left in
+    the run (and its checkpoints/) are deleted.
     """
 
     def __init__(self, run_dir):

@@ -62,3 +62,28 @@ def test_response_fn_has_a_gradient_under_jax():
     g = jax.grad(lambda v: f(v)[0, 0])(x)
     assert g.shape == x.shape and bool(jnp.isfinite(g).all())
     assert float(jnp.abs(g[0, 0]).sum()) > 0 and float(jnp.abs(g[0, 1]).sum()) == 0
+
+
+def test_tensorboard_pictures_are_written_without_tensorflow(tmp_path):
+    """`insilico --tensorboard` logs its PNG pages where TensorFlow cannot be imported."""
+    import io
+
+    from PIL import Image
+    from tensorboard.compat.proto import event_pb2
+
+    from tfsacnn.insilico.run import log_pictures
+
+    buf = io.BytesIO()
+    Image.new("RGB", (7, 5)).save(buf, format="PNG")
+    png = {"size_tuning_p01": buf.getvalue()}
+    log_pictures(tmp_path, png, 3, "ff_cnn (run)")
+    (f,) = tmp_path.glob("events.out.tfevents.*")
+    raw, events, pos = f.read_bytes(), [], 0
+    while pos < len(raw):                      # TFRecord frames: length, crc, data, crc
+        n = int.from_bytes(raw[pos:pos + 8], "little")
+        events.append(event_pb2.Event.FromString(raw[pos + 12:pos + 12 + n]))
+        pos += 16 + n
+    (value,) = [v for e in events for v in e.summary.value]
+    assert value.tag == "insilico/size_tuning_p01" and events[-1].step == 3
+    assert value.tensor.string_val[:2] == [b"7", b"5"]
+    assert value.tensor.string_val[2] == png["size_tuning_p01"]

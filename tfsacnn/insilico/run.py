@@ -11,6 +11,7 @@ Writes into `out` (default RUN/insilico), each file through a temporary and a re
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -25,6 +26,7 @@ from .experiments import merge_settings, resolve, run_experiments
 from .forward import InsilicoError, load_twin
 from .mei import closed_loop_summary, truth_side
 from .truth import PAIRED, per_neuron_errors, recovery, run_truth
+from ..runs import RunLock, check_data, dataset_name
 
 
 def json_safe(v):
@@ -180,19 +182,39 @@ def pictures(twin, model, truth, what):
 def insilico(run_dir, data_dir=None, neurons=None, experiments=None, out=None,
              tensorboard=None, settings=None, step=0, log=print, split="val"):
     """Run `experiments` (None: all) on the run's neurons and the truth; write `out`.
-    -> the insilico.json dict."""
-    from tfsacnn.evaluation.plots import figure_to_png
-    from tfsacnn.files import write_text
+    -> the insilico.json dict.
 
+    `out` defaults to RUN/insilico, or RUN/insilico_<dataset> for another dataset named
+    by `data_dir`; an `out` inside the run takes the run's lock (`tfsacnn.runs.RunLock`).
+    Refuses (one line) a run whose own dataset has changed since it was trained.
+    """
     names = resolve(experiments)                        # refuse an unknown name first
     settings = merge_settings(settings)
     if tensorboard is not None:
         check_logdir(tensorboard)
-    t0 = time.perf_counter()
-    twin = load_twin(run_dir, data_dir, neurons, split=split)
-    out = pathlib.Path(out) if out is not None else twin.run_dir / "insilico"
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise InsilicoError(f"{run_dir}: no such run directory")
+    data_dir, same = check_data(run_dir, data_dir)     # refuses the run's own data changed
+    if out is None:            # another dataset's results apart from the run's own
+        out = run_dir / ("insilico" if same else f"insilico_{dataset_name(data_dir)}")
+    out = pathlib.Path(out)
     if out.exists() and not out.is_dir():
         raise InsilicoError(f"{out}: is a file, not a directory (--out)")
+    inside = run_dir.resolve() in (out.resolve(), *out.resolve().parents)
+    with RunLock(run_dir) if inside else contextlib.nullcontext():
+        return _insilico(run_dir, data_dir, neurons, names, settings, out, tensorboard,
+                         step, log, split)
+
+
+def _insilico(run_dir, data_dir, neurons, names, settings, out, tensorboard, step, log,
+              split):
+    """`insilico` on checked arguments, into `out` (locked if in the run)."""
+    from tfsacnn.evaluation.plots import figure_to_png
+    from tfsacnn.files import write_text
+
+    t0 = time.perf_counter()
+    twin = load_twin(run_dir, data_dir, neurons, split=split)
     quiet = lambda msg: log(f"insilico: {msg}")        # noqa: E731
     model = run_experiments(twin, twin, names, settings, label="model", log=quiet)
     truth = run_truth(twin, names, settings, log=quiet)
@@ -246,15 +268,14 @@ def insilico(run_dir, data_dir=None, neurons=None, experiments=None, out=None,
 
 
 def log_pictures(logdir, pngs, step, what):
-    """PNG pages as TensorBoard images `insilico/<name>` (TensorFlow's summary writer)."""
-    import tensorflow as tf
+    """PNG pages as TensorBoard images `insilico/<name>` (event files written without
+    TensorFlow, so this works on a JAX-only machine too)."""
+    from tfsacnn.training.callbacks import EventWriter
 
-    from tfsacnn.evaluation.plots import png_to_tf_image
-
-    writer = tf.summary.create_file_writer(str(logdir))
-    with writer.as_default():
+    writer = EventWriter(logdir)
+    try:
         for name, png in pngs.items():
-            tf.summary.image(f"insilico/{name}", png_to_tf_image(png), step=int(step),
-                             description=what)
-    writer.flush()
-    writer.close()
+            writer.image(f"insilico/{name}", png, step)
+        writer.flush()
+    finally:
+        writer.close()
