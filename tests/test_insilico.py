@@ -10,6 +10,7 @@ import yaml
 from tests.conftest import randomize_statistics
 from tfsacnn import models
 from tfsacnn import runs as runs_lib
+from tfsacnn.errors import TfsacnnError
 from tfsacnn.insilico import experiments as ex
 from tfsacnn.insilico import run as insilico_run
 from tfsacnn.insilico import forward, stimuli, truth as itruth
@@ -260,6 +261,63 @@ def test_bad_input_is_one_line(runs, site, tmp_path, capsys):
         assert err.startswith("error: ") and len(err.splitlines()) == 1 and words in err, err
     with pytest.raises(forward.InsilicoError, match="unknown key"):
         ex.merge_settings({"size": {"diameter": 3}})
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"size": {"diameters": -3}}, "size.diameters must be an integer >= 2, got -3"),
+    ({"size": {"diameters": 1}}, "size.diameters must be an integer >= 2"),
+    ({"size": {"diameters": float("nan")}}, "size.diameters must be an integer"),
+    ({"size": {"diameters": True}}, "size.diameters must be an integer"),
+    ({"contrast": 2.5}, "contrast must be a number in (0, 1]"),
+    ({"contrast": 0}, "contrast must be a number in (0, 1]"),
+    ({"rf": {"level": 1.0}}, "rf.level must be a number in [0, 1)"),
+    ({"grating": {"sf_range": [0.1, 0.9]}}, "grating.sf_range must be [low, high]"),
+    ({"grating": {"sf_range": [0.3, 0.1]}}, "grating.sf_range must be [low, high]"),
+    ({"grating": {"scan_step": 0}}, "grating.scan_step must be a number > 0"),
+    ({"grating": {"phases": "4"}}, "grating.phases must be an integer >= 1, got '4'"),
+    ({"contrast_surround": {"gap": -1}}, "contrast_surround.gap must be a number >= 0"),
+    ({"batch": 0}, "batch must be an integer >= 1"),
+    ({"mei": {"steps": 0}}, "mei: steps must be an integer >= 1"),
+    ({"mei": {"surround_disc": "x"}}, "surround_disc must be 'gsf' or 'crf'"),
+])
+def test_settings_out_of_range_are_refused_before_any_work(override, words):
+    import re
+
+    with pytest.raises(TfsacnnError, match=re.escape(words)):
+        ex.merge_settings(override)
+    ex.merge_settings({**override, **{k: ex.DEFAULTS[k] for k in override}})   # defaults pass
+
+
+@pytest.mark.parametrize("flag", ["--out", "--tensorboard"])
+def test_a_directory_below_a_file_is_refused_before_any_work(runs, tmp_path, capsys,
+                                                             monkeypatch, flag):
+    from tfsacnn.cli import main as cli
+
+    def no_work(*a, **k):
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr(insilico_run, "load_twin", no_work)
+    run, _ = runs["independent"]
+    (tmp_path / "afile").write_text("mine")
+    argv = ["insilico", "--run", str(run), "--out", str(tmp_path / "o"),
+            flag, str(tmp_path / "afile" / "x")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'afile'}: not a directory ({flag} needs a directory)"
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_cli_refuses_a_bad_setting_in_one_line(runs, tmp_path, capsys):
+    from tfsacnn.cli import main as cli
+
+    run, _ = runs["independent"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("size: {diameters: -3}\n")
+    assert cli.main(["insilico", "--run", str(run), "--settings", str(bad),
+                     "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: settings: size.diameters must be an integer >= 2, got -3", err
+    assert not (tmp_path / "o").exists()
 
 
 def _fake_result(path, truth_pn, model_pn, neurons):

@@ -50,8 +50,58 @@ DEFAULTS = {
 }
 
 
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _count(low):
+    return (f"an integer >= {low}",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low)
+
+
+def _within(text, ok):
+    return (f"a number {text}", lambda v: _number(v) and ok(v))
+
+
+_POSITIVE = _within("> 0", lambda v: v > 0)
+_NONNEGATIVE = _within(">= 0", lambda v: v >= 0)
+# every setting of DEFAULTS but the registered sections: (what it must be, test)
+LIMITS = {
+    "contrast": _within("in (0, 1]", lambda v: 0 < v <= 1),
+    "rf.sigma": _POSITIVE, "rf.level": _within("in [0, 1)", lambda v: 0 <= v < 1),
+    "rf.min_diameter": _POSITIVE,
+    "grating.orientations": _count(1), "grating.sfs": _count(1), "grating.phases": _count(1),
+    "grating.sf_range": ("[low, high] with 0 < low <= high <= 0.5 (cycles per pixel; 0.5 is "
+                         "the Nyquist limit)",
+                         lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+                         and all(_number(x) for x in v) and 0 < v[0] <= v[1] <= 0.5),
+    "grating.diameter_factor": _POSITIVE, "grating.scan_diameter": _POSITIVE,
+    "grating.scan_radius": _NONNEGATIVE, "grating.scan_step": _POSITIVE,
+    "orientation_tuning.orientations": _count(2), "sf_tuning.sfs": _count(2),
+    "size.diameters": _count(2), "size.min_diameter": _POSITIVE,
+    "size.ssi_threshold": _within("in [0, 1]", lambda v: 0 <= v <= 1),
+    "contrast_surround.gap": _NONNEGATIVE, "contrast_surround.surround_phases": _count(1),
+    "batch": _count(1),
+}
+SECTION_CHECKS = {}       # section -> check(mapping), raising one line (registered ones)
+
+
+def check_settings(settings):
+    """Refuse (InsilicoError, one line) a setting of the wrong type or out of range."""
+    for path, (want, ok) in LIMITS.items():
+        v = settings
+        for key in path.split("."):
+            v = v[key]
+        if not ok(v):
+            raise InsilicoError(f"settings: {path} must be {want}, got {v!r}")
+    for section, check in SECTION_CHECKS.items():
+        if section in settings:
+            check(settings[section])
+
+
 def merge_settings(overrides=None, base=None):
-    """`DEFAULTS` (or `base`) with `overrides` (nested dicts) applied; unknown keys refused."""
+    """`DEFAULTS` (or `base`) with `overrides` (nested dicts) applied; unknown keys and
+    values of the wrong type or out of range (`LIMITS`, `SECTION_CHECKS`) refused."""
     out = copy.deepcopy(DEFAULTS if base is None else base)
 
     def apply(dst, src, where):
@@ -66,6 +116,7 @@ def merge_settings(overrides=None, base=None):
             else:
                 dst[k] = v
     apply(out, overrides, "")
+    check_settings(out)
     return out
 
 

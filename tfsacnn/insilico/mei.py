@@ -421,6 +421,7 @@ def register_experiments():
     from . import experiments
 
     experiments.DEFAULTS.setdefault("mei", dict(DEFAULTS))
+    experiments.SECTION_CHECKS["mei"] = lambda d: MEIConfig.from_dict(d, "settings: mei")
     experiments.register("mei", mei_experiment)
     experiments.register("surround_mei", surround_mei_experiment,
                          requires=("mei", "rf", "grating", "size"))

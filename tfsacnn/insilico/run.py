@@ -56,15 +56,16 @@ def _write_bytes(path, data):
         raise
 
 
-def check_logdir(path):
-    """Refuse a --tensorboard LOGDIR that cannot become a directory, before any work."""
+def check_dir(path, flag):
+    """Refuse a directory (`--out`, `--tensorboard`) that cannot be made or written, before
+    any work: its nearest existing ancestor must be a writable directory."""
     path = pathlib.Path(path)
     for p in (path, *path.parents):
         if p.exists():
             if not p.is_dir():
-                raise InsilicoError(f"{p}: not a directory (--tensorboard needs a log directory)")
+                raise InsilicoError(f"{p}: not a directory ({flag} needs a directory)")
             if not os.access(p, os.W_OK | os.X_OK):
-                raise InsilicoError(f"{p}: not writable (--tensorboard)")
+                raise InsilicoError(f"{p}: not writable ({flag})")
             return
 
 
@@ -191,7 +192,7 @@ def insilico(run_dir, data_dir=None, neurons=None, experiments=None, out=None,
     names = resolve(experiments)                        # refuse an unknown name first
     settings = merge_settings(settings)
     if tensorboard is not None:
-        check_logdir(tensorboard)
+        check_dir(tensorboard, "--tensorboard")
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise InsilicoError(f"{run_dir}: no such run directory")
@@ -199,8 +200,7 @@ def insilico(run_dir, data_dir=None, neurons=None, experiments=None, out=None,
     if out is None:            # another dataset's results apart from the run's own
         out = run_dir / ("insilico" if same else f"insilico_{dataset_name(data_dir)}")
     out = pathlib.Path(out)
-    if out.exists() and not out.is_dir():
-        raise InsilicoError(f"{out}: is a file, not a directory (--out)")
+    check_dir(out, "--out")
     inside = run_dir.resolve() in (out.resolve(), *out.resolve().parents)
     with RunLock(run_dir) if inside else contextlib.nullcontext():
         return _insilico(run_dir, data_dir, neurons, names, settings, out, tensorboard,
