@@ -390,3 +390,23 @@ def test_package_does_not_import_torch_and_cli_exit_code(tmp_path, ff_sa_state):
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: "), r.stderr
+
+
+def test_imported_run_answers_insilico_on_the_neurons_its_files_name(tmp_path, site):
+    """An imported run has no metrics.json: the dataset neurons come from config.yaml's
+    `data.neurons` (neuron_1, neuron_2 -> 1, 2), so `insilico --data` scores those."""
+    import json
+
+    from tfsacnn.cli import import_torch
+    from tfsacnn.cli import main as cli
+
+    nets = [randomize(make_net("ff_cnn"), seed=40 + i) for i in range(2)]
+    paths = [str(save(net, tmp_path / f"neuron_{i + 1}.pth")) for i, net in enumerate(nets)]
+    run = tmp_path / "run"
+    assert import_torch.main(["--model", "ff_cnn", "--pth", *paths, "--out", str(run)]) == 0
+    assert cli.main(["insilico", "--run", str(run), "--data", str(site), "--experiments", "rf",
+                     "--quiet"]) == 0
+    res = json.loads((run / "insilico" / "insilico.json").read_text())
+    assert res["neurons"] == [1, 2]
+    assert cli.main(["insilico", "--run", str(run), "--data", str(site), "--neurons", "0",
+                     "--experiments", "rf", "--quiet", "--out", str(tmp_path / "o")]) == 2

@@ -91,8 +91,9 @@ def _use_runnable_convs(model):
 def load_run(run_dir):
     """Load RUN/model.keras, config.yaml and metrics.json.
 
-    -> {"dir", "model", "config", "metrics", "neurons" (list of dataset indices, or None
-    when metrics.json does not say), "neuron_ids" (or None), "data_dir" (or None)}.
+    -> {"dir", "model", "config", "metrics", "neurons" (list of dataset indices from
+    metrics.json, else config.yaml's `data.neurons` list as import-torch writes it; None
+    when neither says), "neuron_ids" (or None), "data_dir" (or None)}.
     Raises AnalyzeError.
     """
     from ..runs import run_file
@@ -120,15 +121,18 @@ def load_run(run_dir):
     _use_runnable_convs(model)
     n_out = int(model.output_shape[-1])
 
-    neurons = metrics.get("neurons")
+    neurons, source = metrics.get("neurons"), run / "metrics.json"
+    listed = (config.get("data") or {}).get("neurons") if isinstance(config, dict) else None
+    if neurons is None and isinstance(listed, list):   # import-torch: config.yaml names them
+        neurons, source = listed, run / "config.yaml"
     if neurons is not None:
         if (not isinstance(neurons, list) or not neurons or len(set(neurons)) != len(neurons)
                 or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
                            for i in neurons)):
-            raise AnalyzeError(f"{run / 'metrics.json'}: 'neurons' must be a list of distinct "
+            raise AnalyzeError(f"{source}: 'neurons' must be a list of distinct "
                                f"dataset neuron indices")
         if len(neurons) != n_out:
-            raise AnalyzeError(f"{run / 'metrics.json'}: lists {len(neurons)} neurons, but "
+            raise AnalyzeError(f"{source}: lists {len(neurons)} neurons, but "
                                f"{model_path} predicts {n_out}")
     ids = metrics.get("neuron_ids")
     if not (isinstance(ids, list) and neurons is not None and len(ids) == len(neurons)):
