@@ -303,7 +303,8 @@ def test_a_directory_below_a_file_is_refused_before_any_work(runs, tmp_path, cap
             flag, str(tmp_path / "afile" / "x")]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: {tmp_path / 'afile'}: not a directory ({flag} needs a directory)"
+    assert err == (f"error: {flag} {tmp_path / 'afile' / 'x'}: cannot be created "
+                   f"({tmp_path / 'afile'} is a file)")
     assert (tmp_path / "afile").read_text() == "mine"
 
 

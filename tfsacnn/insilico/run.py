@@ -26,6 +26,7 @@ from .experiments import merge_settings, resolve, run_experiments
 from .forward import InsilicoError, load_twin
 from .mei import closed_loop_summary, truth_side
 from .truth import PAIRED, per_neuron_errors, recovery, run_truth
+from ..files import check_writable
 from ..runs import RunLock, check_data, dataset_name
 
 
@@ -54,19 +55,6 @@ def _write_bytes(path, data):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def check_dir(path, flag):
-    """Refuse a directory (`--out`, `--tensorboard`) that cannot be made or written, before
-    any work: its nearest existing ancestor must be a writable directory."""
-    path = pathlib.Path(path)
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise InsilicoError(f"{p}: not a directory ({flag} needs a directory)")
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise InsilicoError(f"{p}: not writable ({flag})")
-            return
 
 
 def neuron_table(twin, model, truth):
@@ -192,7 +180,7 @@ def insilico(run_dir, data_dir=None, neurons=None, experiments=None, out=None,
     names = resolve(experiments)                        # refuse an unknown name first
     settings = merge_settings(settings)
     if tensorboard is not None:
-        check_dir(tensorboard, "--tensorboard")
+        check_writable(tensorboard, "--tensorboard", directory=True)
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise InsilicoError(f"{run_dir}: no such run directory")
@@ -200,7 +188,7 @@ def insilico(run_dir, data_dir=None, neurons=None, experiments=None, out=None,
     if out is None:            # another dataset's results apart from the run's own
         out = run_dir / ("insilico" if same else f"insilico_{dataset_name(data_dir)}")
     out = pathlib.Path(out)
-    check_dir(out, "--out")
+    check_writable(out, "--out", directory=True)       # before the long work
     inside = run_dir.resolve() in (out.resolve(), *out.resolve().parents)
     with RunLock(run_dir) if inside else contextlib.nullcontext():
         return _insilico(run_dir, data_dir, neurons, names, settings, out, tensorboard,
