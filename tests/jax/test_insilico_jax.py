@@ -85,5 +85,6 @@ def test_tensorboard_pictures_are_written_without_tensorflow(tmp_path):
         pos += 16 + n
     (value,) = [v for e in events for v in e.summary.value]
     assert value.tag == "insilico/size_tuning_p01" and events[-1].step == 3
+    assert value.metadata.summary_description == "ff_cnn (run)"
     assert value.tensor.string_val[:2] == [b"7", b"5"]
     assert value.tensor.string_val[2] == png["size_tuning_p01"]

@@ -263,7 +263,7 @@ def log_pictures(logdir, pngs, step, what):
     writer = EventWriter(logdir)
     try:
         for name, png in pngs.items():
-            writer.image(f"insilico/{name}", png, step)
+            writer.image(f"insilico/{name}", png, step, description=what)
         writer.flush()
     finally:
         writer.close()

@@ -202,8 +202,8 @@ class EventWriter:
     """TensorBoard event files without TensorFlow: `Event` protos from the `tensorboard`
     package, framed as TFRecords by `tfsacnn.data.records.frame`.
 
-    `scalar(tag, value, step)`, `histogram(tag, values, step)`, `image(tag, png, step)`
-    (PNG bytes), `hparams(flat_config, trial_id)`.
+    `scalar(tag, value, step)`, `histogram(tag, values, step)`, `image(tag, png, step,
+    description="")` (PNG bytes), `hparams(flat_config, trial_id)`.
     """
 
     def __init__(self, logdir):
@@ -238,7 +238,7 @@ class EventWriter:
 
         self._add(histogram_pb(tag, np.asarray(values, np.float64)), step)
 
-    def image(self, tag, png, step):
+    def image(self, tag, png, step, description=""):
         from PIL import Image
         from tensorboard.compat.proto import summary_pb2
         from tensorboard.plugins.image import metadata
@@ -252,7 +252,7 @@ class EventWriter:
             np.array([str(width).encode(), str(height).encode(), png], dtype=object))
         value = summary_pb2.Summary.Value(
             tag=tag, tensor=tensor, metadata=metadata.create_summary_metadata(
-                display_name=tag, description="", converted_to_tensor=True))
+                display_name=tag, description=description, converted_to_tensor=True))
         self._add(summary_pb2.Summary(value=[value]), step)
 
     def hparams(self, config, trial_id):
