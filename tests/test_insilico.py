@@ -244,6 +244,27 @@ def test_another_dataset_is_written_apart_from_the_runs_own(runs, site, tmp_path
     assert res["data"] == str(site) and (run / "insilico" / "insilico.json").is_file()
 
 
+def test_a_killed_writers_temporaries_are_removed_and_none_are_left(runs, tmp_path):
+    """Files are written through temporaries named as every writer names them, so the next
+    insilico into the same folder removes those of a killed process."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(proc.stdout)                              # a process that has ended
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = [out / f"insilico.json.tmp-{dead}-0a1b2c3d", out / f"curves.npz.tmp-{dead}-12345678"]
+    for p in stale:
+        p.write_bytes(b"partial")
+    run, _ = runs["independent"]
+    insilico_run.insilico(run, experiments="rf", out=out, log=lambda *a: None)
+    assert not any(p.exists() for p in stale)
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
+    assert (out / "curves.npz").is_file() and np.load(out / "curves.npz").files
+
+
 def test_bad_input_is_one_line(runs, site, tmp_path, capsys):
     from tfsacnn.cli import main as cli
 

@@ -142,18 +142,23 @@ def _expanded_size(root):
     return size(root)
 
 
-def write_text(path, text):
+def write_text(path, text, mode="w"):
     """Write `text` to `path` through a temporary file in the same directory and a rename.
 
     On any failure (disk full, bad encoding, Ctrl-C) the temporary file is removed and
-    `path` is untouched.
+    `path` is untouched. `mode` "wb" writes bytes (`write_bytes`).
     """
     path = pathlib.Path(path)
     with temporary(path) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, mode) as f:
             f.write(text)
         os.replace(tmp, path)
+
+
+def write_bytes(path, data):
+    """`write_text` for bytes: through a temporary and a rename, nothing half-written."""
+    write_text(path, data, mode="wb")
 
 
 TEMP = re.compile(r"^(?P<target>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[A-Za-z0-9]+)?$")

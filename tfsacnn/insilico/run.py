@@ -15,7 +15,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import pathlib
 import time
 
@@ -26,7 +25,7 @@ from .experiments import merge_settings, resolve, run_experiments
 from .forward import InsilicoError, load_twin
 from .mei import closed_loop_summary, truth_side
 from .truth import PAIRED, per_neuron_errors, recovery, run_truth
-from ..files import check_writable
+from ..files import check_writable, write_bytes
 from ..runs import RunLock, check_data, dataset_name
 
 
@@ -45,16 +44,6 @@ def json_safe(v):
     if isinstance(v, np.bool_):
         return bool(v)
     return v
-
-
-def _write_bytes(path, data):
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def neuron_table(twin, model, truth):
@@ -237,8 +226,8 @@ def _insilico(run_dir, data_dir, neurons, names, settings, out, tensorboard, ste
     figs = pictures(twin, model, truth, what)
     pngs = {name: figure_to_png(fig) for name, fig in figs.items()}
     for name, png in pngs.items():
-        _write_bytes(out / f"{name}.png", png)
-    _write_bytes(out / "curves.npz", _curves_npz(model, truth))
+        write_bytes(out / f"{name}.png", png)
+    write_bytes(out / "curves.npz", _curves_npz(model, truth))
     write_text(out / "neurons.csv", _csv_text(neuron_table(twin, model, truth)))
     result["files"] = ["insilico.json", "neurons.csv", "curves.npz"] + \
         [f"{n}.png" for n in pngs]
