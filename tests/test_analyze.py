@@ -125,11 +125,21 @@ def _tensorboard_tags(logdir):
 
 
 def test_cli_sa_fcl_writes_pictures_numbers_and_tensorboard(runs, site, tmp_path, capsys):
+    import subprocess
+
     run, model = runs["ff_sa_cnn"]
     out, tb = tmp_path / "out", tmp_path / "tb"
+    out.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()                           # a killed analyze's temporaries: removed
+    stale = [out / f"decomposition.npz.tmp-{dead.pid}-0a1b2c3d",
+             out / f"attention_p01.png.tmp-{dead.pid}-12345678"]
+    for f in stale:
+        f.write_bytes(b"partial")
     rc = analyze.main(["--run", str(run), "--data", str(site), "--top", "3",
                        "--out", str(out), "--tensorboard", str(tb)])
     assert rc == 0, capsys.readouterr().err
+    assert not [f.name for f in out.iterdir() if ".tmp" in f.name]
     pngs = {"tuning_curves_p01", "population_tuning", "decomposition", "attention_p01"}
     for name in pngs:
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"

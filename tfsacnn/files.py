@@ -6,6 +6,7 @@ write to the same target (`remove_stale`), and by any command that locks the run
 """
 import contextlib
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -159,6 +160,15 @@ def write_text(path, text, mode="w"):
 def write_bytes(path, data):
     """`write_text` for bytes: through a temporary and a rename, nothing half-written."""
     write_text(path, data, mode="wb")
+
+
+def write_npz(path, arrays):
+    """`np.savez(path, **arrays)` ({name: array}) through a temporary and a rename."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes(path, buf.getvalue())
 
 
 TEMP = re.compile(r"^(?P<target>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[A-Za-z0-9]+)?$")

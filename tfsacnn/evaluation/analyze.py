@@ -55,7 +55,8 @@ import numpy as np  # noqa: E402
 from tfsacnn.evaluation import plots  # noqa: E402
 from tfsacnn.errors import (ConfigError, OneLineParser, TfsacnnError,  # noqa: E402
                             require_tensorflow, run_cli)
-from tfsacnn.files import check_writable, read_json, read_yaml, write_text  # noqa: E402
+from tfsacnn.files import (check_writable, read_json, read_yaml, write_bytes,  # noqa: E402
+                           write_npz, write_text)
 from tfsacnn.runs import RunLock, check_data, dataset_name  # noqa: E402
 
 TUNING_PER_PAGE = 16
@@ -562,7 +563,7 @@ def _pages(items, per_page):
 def _write_png(out, name, fig, pictures):
     png = plots.figure_to_png(fig)
     path = out / f"{name}.png"
-    path.write_bytes(png)
+    write_bytes(path, png)
     pictures[name] = png
     return path
 
@@ -666,11 +667,11 @@ def _analyze(run, data_dir, split, neurons, top, out, tensorboard, step, batch_s
         files.append(_write_png(out, "decomposition", fig, pictures))
         (_, *avg), _ = plots.population_average(y, pred, *parts.values(), normalize=False)
         npz = out / "decomposition.npz"
-        np.savez(npz, readout=kind, neurons=np.array(selected), neuron_ids=np.array(ids),
-                 responses=y, prediction=pred, part_names=np.array(list(parts)),
-                 rank_order=plots.rank_order(y), max_abs_sum_error=sum_error,
-                 avg_prediction=avg[0],
-                 **parts, **{f"avg_{k}": a for k, a in zip(parts, avg[1:])})
+        write_npz(npz, dict(readout=kind, neurons=np.array(selected),
+                            neuron_ids=np.array(ids), responses=y, prediction=pred,
+                            part_names=np.array(list(parts)), rank_order=plots.rank_order(y),
+                            max_abs_sum_error=sum_error, avg_prediction=avg[0], **parts,
+                            **{f"avg_{k}": a for k, a in zip(parts, avg[1:])}))
         files.append(npz)
         decomposition = {"readout": kind, "parts": list(parts),
                          "max_abs_sum_error": sum_error,
@@ -696,9 +697,9 @@ def _analyze(run, data_dir, split, neurons, top, out, tensorboard, step, batch_s
                 title=f"{what}: centre hypercolumn's attention on each neuron's top images")
             files.append(_write_png(out, f"attention_p{p:02d}", fig, pictures))
         npz = out / "attention.npz"
-        np.savez(npz, neurons=np.array(selected), neuron_ids=np.array(ids),
-                 image_index=top_images, responses=resp, center_rows=rows,
-                 center_index=(h // 2) * w + w // 2, maps=maps)
+        write_npz(npz, dict(neurons=np.array(selected), neuron_ids=np.array(ids),
+                            image_index=top_images, responses=resp, center_rows=rows,
+                            center_index=(h // 2) * w + w // 2, maps=maps))
         files.append(npz)
         attention = {"heads": int(rows.shape[2]), "positions": int(rows.shape[3]),
                      "top": top, "center_index": (h // 2) * w + w // 2,
@@ -718,8 +719,7 @@ def _analyze(run, data_dir, split, neurons, top, out, tensorboard, step, batch_s
         res = causal_surround(lambda x: forward(model, x, batch_size)["prediction"], images,
                               params, n_pairs, columns=columns)
         npz = out / "causal_surround.npz"
-        np.savez(npz, neurons=np.array(selected), neuron_ids=np.array(ids),
-                 **{k: v for k, v in res.items()})
+        write_npz(npz, dict(neurons=np.array(selected), neuron_ids=np.array(ids), **res))
         files.append(npz)
         causal = {"pairs": n_pairs, "seam_px": SEAM_PX,
                   "per_neuron": {k: [None if not np.isfinite(v) else round(float(v), 6)

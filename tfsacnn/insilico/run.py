@@ -25,7 +25,7 @@ from .experiments import merge_settings, resolve, run_experiments
 from .forward import InsilicoError, load_twin
 from .mei import closed_loop_summary, truth_side
 from .truth import PAIRED, per_neuron_errors, recovery, run_truth
-from ..files import check_writable, write_bytes
+from ..files import check_writable, write_bytes, write_npz
 from ..runs import RunLock, check_data, dataset_name
 
 
@@ -78,7 +78,8 @@ def _csv_text(rows):
     return buf.getvalue()
 
 
-def _curves_npz(model, truth):
+def _curves(model, truth):
+    """{key: array} of curves.npz."""
     arrays = {}
     for label, res in (("model", model), ("truth", truth or {})):
         for exp, r in res.items():
@@ -86,9 +87,7 @@ def _curves_npz(model, truth):
                 arrays[f"{label}/{exp}/{name}"] = np.asarray(a)
             for name, a in r.get("values", {}).items():
                 arrays[f"values/{exp}/{name}"] = np.asarray(a)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+    return arrays
 
 
 def pictures(twin, model, truth, what):
@@ -227,7 +226,7 @@ def _insilico(run_dir, data_dir, neurons, names, settings, out, tensorboard, ste
     pngs = {name: figure_to_png(fig) for name, fig in figs.items()}
     for name, png in pngs.items():
         write_bytes(out / f"{name}.png", png)
-    write_bytes(out / "curves.npz", _curves_npz(model, truth))
+    write_npz(out / "curves.npz", _curves(model, truth))
     write_text(out / "neurons.csv", _csv_text(neuron_table(twin, model, truth)))
     result["files"] = ["insilico.json", "neurons.csv", "curves.npz"] + \
         [f"{n}.png" for n in pngs]
