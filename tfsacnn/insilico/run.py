@@ -26,7 +26,7 @@ from .forward import InsilicoError, load_twin
 from .mei import closed_loop_summary, truth_side
 from .truth import PAIRED, per_neuron_errors, recovery, run_truth
 from ..files import check_writable, write_bytes, write_npz
-from ..runs import RunLock, check_data, dataset_name
+from ..runs import RunLock, check_data, dataset_name, run_file
 
 
 def json_safe(v):
@@ -169,9 +169,8 @@ def insilico(run_dir, data_dir=None, neurons=None, experiments=None, out=None,
     settings = merge_settings(settings)
     if tensorboard is not None:
         check_writable(tensorboard, "--tensorboard", directory=True)
-    run_dir = pathlib.Path(run_dir)
-    if not run_dir.is_dir():
-        raise InsilicoError(f"{run_dir}: no such run directory")
+    run_dir = run_file(run_dir, "model.keras", InsilicoError,
+                       f" (is {run_dir} a trained run directory?)").parent
     data_dir, same = check_data(run_dir, data_dir)     # refuses the run's own data changed
     if out is None:            # another dataset's results apart from the run's own
         out = run_dir / ("insilico" if same else f"insilico_{dataset_name(data_dir)}")
